@@ -1,0 +1,167 @@
+"""Checks: what every case must pass. Each raises ``CheckFailed`` with a reason, or ``CheckSkipped``."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from hfci.factory import TinyCase
+
+CHECKS = ("forward", "determinism", "save_load", "generate", "pipeline")
+
+# Heads whose outputs are token scores over the vocabulary, one per input position.
+_TOKEN_SCORE_MAPPINGS = {"MODEL_FOR_CAUSAL_LM", "MODEL_FOR_MASKED_LM"}
+_LABEL_MAPPINGS = {
+    "MODEL_FOR_SEQUENCE_CLASSIFICATION",
+    "MODEL_FOR_IMAGE_CLASSIFICATION",
+    "MODEL_FOR_AUDIO_CLASSIFICATION",
+}
+_GENERATIVE_MAPPINGS = {
+    "MODEL_FOR_CAUSAL_LM",
+    "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM",
+    "MODEL_FOR_SPEECH_SEQ_2_SEQ",
+    "MODEL_FOR_IMAGE_TEXT_TO_TEXT",
+    "MODEL_FOR_MULTIMODAL_LM",
+}
+# Outputs that are caches or bookkeeping, not results to compare.
+_IGNORED_OUTPUTS = {"past_key_values", "cache_params", "mems", "attentions", "cross_attentions"}
+
+
+class CheckFailed(AssertionError):
+    """A check ran and found the model wrong."""
+
+
+class CheckSkipped(Exception):
+    """A check does not apply to this case; the message says why."""
+
+
+def run_forward(case: TinyCase) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return case.model(**case.inputs)
+
+
+def tensors(output: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(name, tensor) for every tensor in a model output, caches left out."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        yield prefix or "output", output
+    elif isinstance(output, dict):
+        for key, value in output.items():
+            if key not in _IGNORED_OUTPUTS:
+                yield from tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(output, (tuple, list)):
+        for i, value in enumerate(output):
+            yield from tensors(value, f"{prefix}[{i}]")
+
+
+def compare(reference: Any, other: Any, atol: float = 1e-5, rtol: float = 1e-4) -> list[str]:
+    """The names of outputs that differ (shape or values) between two forwards."""
+    import torch
+
+    ref, got = dict(tensors(reference)), dict(tensors(other))
+    problems = [f"{name}: missing" for name in ref if name not in got]
+    for name, a in ref.items():
+        b = got.get(name)
+        if b is None:
+            continue
+        if a.shape != b.shape:
+            problems.append(f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}")
+        elif a.is_floating_point() or a.is_complex():
+            if not torch.allclose(a.float().cpu(), b.float().cpu(), atol=atol, rtol=rtol, equal_nan=True):
+                diff = (a.float().cpu() - b.float().cpu()).abs().nan_to_num(0).max().item()
+                problems.append(f"{name}: max abs diff {diff:.3g}")
+        elif not torch.equal(a.cpu(), b.cpu()):
+            problems.append(f"{name}: values differ")
+    return problems
+
+
+def check_forward(case: TinyCase) -> Any:
+    """Runs; outputs are finite and have the expected leading shapes. Returns the output."""
+    output = run_forward(case)
+    found = list(tensors(output))
+    if not found:
+        raise CheckFailed("forward returned no tensors")
+    bad = [name for name, t in found if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise CheckFailed(f"non-finite values in {', '.join(bad[:5])}")
+    head = case.record.head(case.head)
+    logits = dict(found).get("logits")
+    batch = next(iter(case.inputs.values())).shape[0]
+    if logits is not None:
+        if logits.shape[0] != batch:
+            raise CheckFailed(f"logits batch {logits.shape[0]} != input batch {batch}")
+        config = case.model.config
+        if set(head.mappings) & _TOKEN_SCORE_MAPPINGS and "input_ids" in case.inputs:
+            vocab = getattr(config.get_text_config(decoder=True), "vocab_size", None)
+            seq_len = case.inputs["input_ids"].shape[1]
+            if logits.dim() != 3 or logits.shape[1] != seq_len or (vocab and logits.shape[-1] != vocab):
+                raise CheckFailed(
+                    f"logits shape {tuple(logits.shape)}, expected ({batch}, {seq_len}, {vocab})"
+                )
+        if set(head.mappings) & _LABEL_MAPPINGS and logits.shape[-1] != config.num_labels:
+            raise CheckFailed(f"logits shape {tuple(logits.shape)}, expected ({batch}, {config.num_labels})")
+    return output
+
+
+def check_determinism(case: TinyCase, reference: Any) -> None:
+    """Two forwards in eval mode agree."""
+    problems = compare(reference, run_forward(case), atol=1e-6, rtol=1e-5)
+    if problems:
+        raise CheckFailed("two eval forwards differ: " + "; ".join(problems[:5]))
+
+
+def check_save_load(case: TinyCase, reference: Any) -> None:
+    """save_pretrained (safetensors) then from_pretrained offline gives the same outputs."""
+    import torch
+
+    cls = type(case.model)
+    with tempfile.TemporaryDirectory(prefix="hfci-") as directory:
+        case.model.save_pretrained(directory, safe_serialization=True)
+        loaded = cls.from_pretrained(directory, local_files_only=True).eval().to(case.device)
+    with torch.inference_mode():
+        output = loaded(**case.inputs)
+    problems = compare(reference, output)
+    if problems:
+        raise CheckFailed("reloaded model differs: " + "; ".join(problems[:5]))
+
+
+def is_generative(case: TinyCase) -> bool:
+    head = case.record.head(case.head)
+    return bool(set(head.mappings) & _GENERATIVE_MAPPINGS)
+
+
+def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
+    """Greedy generation yields ``new_tokens`` more tokens per sequence."""
+    import torch
+
+    if not is_generative(case):
+        raise CheckSkipped("not a generative head")
+    if not case.model.can_generate():
+        raise CheckSkipped(f"{type(case.model).__name__} cannot generate")
+    inputs = {k: v for k, v in case.inputs.items() if not k.startswith("decoder_")}
+    config = case.model.generation_config
+    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    with torch.inference_mode():
+        output = case.model.generate(
+            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad
+        )
+    sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
+    if sequences is None:
+        raise CheckFailed(f"generate returned {type(output).__name__} without sequences")
+    batch = next(iter(inputs.values())).shape[0]
+    if sequences.shape[0] != batch:
+        raise CheckFailed(f"generated batch {sequences.shape[0]} != {batch}")
+    prompt = (
+        inputs["input_ids"].shape[1]
+        if "input_ids" in inputs and not case.model.config.is_encoder_decoder
+        else 0
+    )
+    if sequences.shape[-1] < prompt + new_tokens:
+        raise CheckFailed(f"generated length {sequences.shape[-1]} < prompt {prompt} + {new_tokens}")
+
+
+CheckFunction = Callable[..., Any]
