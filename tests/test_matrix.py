@@ -1,0 +1,431 @@
+"""The matrix planner: cases, durations, LPT shards, devices.toml, plans, and ``hfci matrix``."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from hfci import matrix
+from hfci.catalog import CatalogError, load_catalog
+from hfci.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "matrices" / "devices.toml"
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[str]:
+    return matrix.case_ids(load_catalog())
+
+
+def heavy_tailed(cases: list[str], seed: int = 0) -> dict[str, float]:
+    """Durations shaped like real ones: most cases small, a few multimodal giants."""
+    rng = random.Random(seed)
+    return {case: round(rng.lognormvariate(0.5, 1.2), 3) for case in cases}
+
+
+def write_results(path: Path, device: str, records: list[tuple[str, str, float]]) -> Path:
+    payload = {
+        "schema": "hfci-results/1",
+        "device": device,
+        "fingerprint": "test",
+        "records": [
+            {
+                "case": case,
+                "model_type": case.split("/")[0],
+                "head": case.split("/")[1],
+                "device": device,
+                "check": check,
+                "outcome": "passed",
+                "duration": seconds,
+                "reason": "",
+            }
+            for case, check, seconds in records
+        ],
+    }
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    return path
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "devices.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- cases and durations -----------------------------------------------------------------------
+
+
+def test_case_ids_are_model_type_slash_head_sorted_and_unique(cases: list[str]) -> None:
+    assert "xlm-roberta/ForMaskedLM" in cases
+    assert "bert/Model" in cases
+    assert cases == sorted(set(cases))
+    catalog = load_catalog()
+    assert len(cases) == sum(len(r.heads) for r in catalog if r.has_model)
+    assert not any(c.startswith(f"{r.model_type}/") for r in catalog if not r.has_model for c in cases)
+
+
+def test_read_durations_sums_checks_and_later_files_win(tmp_path: Path) -> None:
+    first = write_results(
+        tmp_path / "results-cpu.json",
+        "cpu",
+        [
+            ("bert/Model", "forward", 0.1),
+            ("bert/Model", "save_load", 0.25),
+            ("gpt2/ForCausalLM", "forward", 1.0),
+        ],
+    )
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    write_results(rerun / "results-cpu.json", "cpu", [("gpt2/ForCausalLM", "forward", 2.0)])
+    durations = matrix.read_durations([first, rerun])
+    assert durations == {("bert/Model", "cpu"): 0.35, ("gpt2/ForCausalLM", "cpu"): 2.0}
+    assert matrix.durations_for(durations, "cpu") == {"bert/Model": 0.35, "gpt2/ForCausalLM": 2.0}
+    assert matrix.durations_for(durations, "cuda") == {}
+
+
+def test_durations_file_round_trips(tmp_path: Path) -> None:
+    durations = {("bert/Model", "cpu"): 0.35, ("bert/Model", "cuda"): 0.05, ("vit/Model", "cpu"): 1.5}
+    path = matrix.write_durations(durations, tmp_path / "durations.json")
+    assert matrix.read_durations([path]) == durations
+    # Sorted keys and a stable layout keep a refresh a small diff.
+    assert path.read_text() == matrix.write_durations(dict(reversed(durations.items())), path).read_text()
+
+
+def test_results_directories_are_searched_recursively(tmp_path: Path) -> None:
+    for shard in (1, 2):
+        folder = tmp_path / f"results-cpu-{shard}-of-2"
+        folder.mkdir()
+        write_results(folder / "results-cpu.json", "cpu", [(f"case{shard}/Model", "forward", 1.0)])
+    assert set(matrix.read_durations([tmp_path])) == {("case1/Model", "cpu"), ("case2/Model", "cpu")}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "not a readable JSON file"),
+        ('{"schema": "other/1"}', "unknown schema 'other/1'"),
+        ('{"schema": "hfci-results/1", "device": "cpu", "records": [{"duration": 1}]}', "malformed record"),
+    ],
+)
+def test_bad_results_files_are_clear_errors(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "results-cpu.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CatalogError, match=message):
+        matrix.read_durations([path])
+    with pytest.raises(CatalogError, match="no such durations file"):
+        matrix.read_durations([tmp_path / "missing.json"])
+
+
+def test_estimate_is_the_median_or_the_default() -> None:
+    assert matrix.estimate([1.0, 2.0, 100.0]) == 2.0
+    assert matrix.estimate([]) == matrix.DEFAULT_ESTIMATE
+    assert matrix.with_estimates(["a", "b", "c"], {"a": 1.0, "b": 3.0, "z": 8.0}) == {
+        "a": 1.0,
+        "b": 3.0,
+        "c": 3.0,
+    }
+
+
+# -- sharding ----------------------------------------------------------------------------------
+
+
+def test_balance_is_lpt_with_deterministic_ties() -> None:
+    durations = {"a": 7.0, "b": 6.0, "c": 5.0, "d": 4.0, "e": 3.0, "f": 3.0}
+    assert matrix.balance(durations, 2) == [["a", "d", "e"], ["b", "c", "f"]]  # e: tie at 11, lower index
+    # Equal durations: round robin in case-id order, whatever order the dict came in.
+    equal = {f"m{i:02d}": 1.0 for i in range(6)}
+    shuffled = dict(sorted(equal.items(), key=lambda kv: random.Random(1).random()))
+    assert (
+        matrix.balance(shuffled, 3)
+        == matrix.balance(equal, 3)
+        == [["m00", "m03"], ["m01", "m04"], ["m02", "m05"]]
+    )
+
+
+@pytest.mark.parametrize("count", [4, 8, 16])
+def test_shards_cover_the_selection_exactly(cases: list[str], count: int) -> None:
+    # Durations for most cases only: the rest take the estimate, as after adding a model.
+    recorded = {case: s for case, s in heavy_tailed(cases).items() if zlib.crc32(case.encode()) % 7}
+    shards = [matrix.shard_cases(cases, recorded, index, count) for index in range(1, count + 1)]
+    flat = [case for shard in shards for case in shard]
+    assert len(flat) == len(set(flat)) == len(cases)
+    assert set(flat) == set(cases)
+    assert all(shards)
+    # The same inputs in another order give the same shards.
+    again = matrix.shard_cases(list(reversed(cases)), dict(reversed(recorded.items())), 2, count)
+    assert again == shards[1]
+
+
+@pytest.mark.parametrize("count", [4, 8, 16])
+def test_lpt_beats_contiguous_slicing(cases: list[str], count: int) -> None:
+    durations = heavy_tailed(cases, seed=count)
+    mean = sum(durations.values()) / count
+
+    def worst(shards: list[list[str]]) -> float:
+        return max(sum(durations[c] for c in shard) for shard in shards) / mean
+
+    lpt, plain = worst(matrix.balance(durations, count)), worst(matrix.contiguous(cases, count))
+    assert lpt < plain
+    assert lpt <= 1.10
+
+
+def test_contiguous_slices_by_count() -> None:
+    assert matrix.contiguous(["e", "d", "c", "b", "a"], 2) == [["a", "b", "c"], ["d", "e"]]
+
+
+@pytest.mark.parametrize(("text", "expected"), [("3/8", (3, 8)), ("1/1", (1, 1)), ("16/16", (16, 16))])
+def test_parse_shard(text: str, expected: tuple[int, int]) -> None:
+    assert matrix.parse_shard(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0/8", "9/8", "3", "3/0", "a/b", "-1/4", "3/8/2", ""])
+def test_parse_shard_rejects_bad_input(text: str) -> None:
+    with pytest.raises(CatalogError, match="bad shard"):
+        matrix.parse_shard(text)
+
+
+def test_shard_cases_rejects_an_index_out_of_range() -> None:
+    with pytest.raises(CatalogError, match="bad shard 5/4"):
+        matrix.shard_cases(["a/Model"], {}, 5, 4)
+
+
+# -- devices.toml ------------------------------------------------------------------------------
+
+
+def test_the_shipped_devices_config_loads() -> None:
+    config = matrix.load_devices_config(CONFIG)
+    assert set(config.devices) >= {"cpu", "cuda", "mps"}
+    assert config.devices["cpu"].runs_on == ("ubuntu-latest",)
+    assert "self-hosted" in config.devices["cuda"].runs_on
+    assert "self-hosted" in config.devices["mps"].runs_on
+    assert config.max_jobs <= matrix.GITHUB_MAX_JOBS
+    assert "cannot use MPS" in CONFIG.read_text() or "without GPU access" in CONFIG.read_text()
+
+
+GOOD_CPU = '[devices.cpu]\nruns-on = "ubuntu-latest"\nshards = 4\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD_CPU + "colour = 1\n", r"devices\.cpu\.colour: unknown key"),
+        ('[devices.gpu]\nruns-on = "x"\nshards = 1\n', r"devices\.gpu: unknown key"),
+        ('[devices.cpu]\nruns-on = "x"\nshards = 0\n', r"devices\.cpu\.shards: expected a positive integer"),
+        (
+            '[devices.cpu]\nruns-on = "x"\nshards = true\n',
+            r"devices\.cpu\.shards: expected a positive integer",
+        ),
+        ('[devices.cpu]\nruns-on = "x"\nshards = 300\n', r"devices\.cpu\.shards: at most 256"),
+        ("[devices.cpu]\nruns-on = []\nshards = 2\n", r"devices\.cpu\.runs-on: expected"),
+        ("[devices.cpu]\nshards = 2\n", r"devices\.cpu\.runs-on: expected"),
+        ('[devices.cpu]\nruns-on = "x"\n', "set exactly one of shards and target-minutes"),
+        ('[devices.cpu]\nruns-on = "x"\nshards = 2\ntarget-minutes = 5\n', "set exactly one"),
+        ('[devices.cpu]\nruns-on = "x"\ntarget-minutes = "5"\n', r"devices\.cpu\.target-minutes: expected"),
+        ('[devices.cpu]\nruns-on = "x"\nshards = 2\nenabled = "yes"\n', r"devices\.cpu\.enabled: expected"),
+        (GOOD_CPU + "[matrix]\nmax-parallel = 0\n", r"matrix\.max-parallel: expected a positive integer"),
+        (GOOD_CPU + "[matrix]\nmax-jobs = 1000\n", r"matrix\.max-jobs: at most 256"),
+        (GOOD_CPU + "[matrix]\nslice = 2\n", r"matrix\.slice: unknown key"),
+        (GOOD_CPU + "[runners]\n", r"\.runners: unknown key"),
+        ("[matrix]\nslices = 1\n", "configure at least one device"),
+        ("[devices.cpu\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_devices_config_is_an_error_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        matrix.load_devices_config(write_config(tmp_path, text))
+
+
+def test_a_missing_devices_config_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot read the devices config"):
+        matrix.load_devices_config(tmp_path / "nope.toml")
+
+
+# -- plans -------------------------------------------------------------------------------------
+
+
+def test_target_minutes_sets_the_shard_count(tmp_path: Path) -> None:
+    config = matrix.load_devices_config(
+        write_config(tmp_path, '[devices.cpu]\nruns-on = "x"\ntarget-minutes = 1\nmax-shards = 5\n')
+    )
+    cpu = config.devices["cpu"]
+    assert matrix.shard_count(cpu, {f"c{i}": 30.0 for i in range(6)}) == 3  # 3 minutes / 1 minute
+    assert matrix.shard_count(cpu, {f"c{i}": 60.0 for i in range(100)}) == 5  # capped by max-shards
+    assert matrix.shard_count(cpu, {"only": 600.0}) == 1  # never more jobs than cases
+
+
+def test_a_plan_runs_every_case_once_per_device_and_jobs_rebuild_their_shard(
+    tmp_path: Path, cases: list[str]
+) -> None:
+    config = matrix.load_devices_config(CONFIG)
+    durations = {(case, "cpu"): s for case, s in heavy_tailed(cases).items()}
+    matrix.write_durations(durations, tmp_path / "durations.json")
+    matrices = matrix.plan(
+        cases, config, durations, devices=["cpu", "cuda"], selection=["--tier", "critical"]
+    )
+    jobs = [job for m in matrices for job in m["include"]]
+    assert {job["device"] for job in jobs} == {"cpu", "cuda"}
+    for device in ("cpu", "cuda"):
+        ran: list[str] = []
+        for job in (j for j in jobs if j["device"] == device):
+            argv = shlex.split(job["command"])
+            assert argv[:5] == ["nox", "-s", "models", "--", "--device"]
+            assert argv[argv.index("--device") + 1] == device
+            assert argv[-2:] == ["--tier", "critical"]
+            index, count = matrix.parse_shard(argv[argv.index("--shard") + 1])
+            assert (index, count) == (job["shard"], job["shards"])
+            # What the job itself computes from the durations file the plan wrote.
+            mine = matrix.shard_for_device(cases, device, index, count, tmp_path / "durations.json")
+            assert len(mine) == job["cases"]
+            ran += mine
+        assert sorted(ran) == cases
+
+
+def test_the_256_job_limit_splits_into_slices_or_fails_never_drops(tmp_path: Path, cases: list[str]) -> None:
+    text = (
+        '[devices.cpu]\nruns-on = "a"\nshards = 200\n'
+        '[devices.cuda]\nruns-on = "b"\nshards = 150\n'
+        '[devices.mps]\nruns-on = "c"\nshards = 100\n'
+    )
+    two = matrix.load_devices_config(write_config(tmp_path, text + "[matrix]\nslices = 2\n"))
+    matrices = matrix.plan(cases, two, {})
+    assert len(matrices) == 2
+    assert all(len(m["include"]) <= 256 for m in matrices)
+    assert sum(len(m["include"]) for m in matrices) == 450
+    keys = {(j["device"], j["shard"]) for m in matrices for j in m["include"]}
+    assert len(keys) == 450
+
+    one = matrix.load_devices_config(write_config(tmp_path, text + "[matrix]\nslices = 1\n"))
+    with pytest.raises(CatalogError, match=r"the plan has 450 jobs, but a matrix holds at most 256"):
+        matrix.plan(cases, one, {})
+    assert len(matrix.plan(cases, one, {}, devices=["cpu"])[0]["include"]) == 200
+
+    small = matrix.load_devices_config(
+        write_config(tmp_path, text + "[matrix]\nmax-jobs = 100\nslices = 5\n")
+    )
+    assert [len(m["include"]) for m in matrix.plan(cases, small, {})] == [100, 100, 100, 100, 50]
+
+
+def test_an_empty_selection_plans_empty_matrices(tmp_path: Path) -> None:
+    config = matrix.load_devices_config(CONFIG)
+    assert matrix.plan([], config, {}) == [{"include": []}] * config.slices
+
+
+def test_an_unconfigured_device_is_a_clear_error() -> None:
+    config = matrix.load_devices_config(CONFIG)
+    with pytest.raises(CatalogError, match=r"device 'tpu' has no entry in .*; configured: cpu, cuda, mps"):
+        matrix.select_devices(config, ["tpu"])
+    assert [d.name for d in matrix.select_devices(config)] == [
+        d for d, c in config.devices.items() if c.enabled
+    ]
+
+
+# -- the command -------------------------------------------------------------------------------
+
+# Runs `hfci matrix` in a fresh interpreter where importing torch fails, as on the plan runner.
+NO_TORCH = """
+import sys, importlib.abc
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked for this test")
+sys.meta_path.insert(0, NoTorch())
+from hfci.cli import main
+code = main(sys.argv[1:])
+assert "torch" not in sys.modules
+sys.exit(code)
+"""
+
+
+def run_matrix(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    return subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "matrix", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=clean | (env or {}),
+        timeout=60,
+    )
+
+
+def test_hfci_matrix_runs_without_torch_and_fast(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    done = run_matrix("--config", str(CONFIG), "--out", str(tmp_path), "--tier", "critical")
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 3.0
+    first = json.loads((tmp_path / "matrix-1.json").read_text(), parse_constant=pytest.fail)
+    assert first["include"]
+    assert all("--tier critical" in job["command"] for job in first["include"])
+    assert json.loads((tmp_path / "durations.json").read_text())["schema"] == "hfci-durations/1"
+    # Outside Actions the outputs are printed, not written.
+    assert "matrix-1={" in done.stdout
+    assert "jobs-1=" in done.stdout
+
+
+def test_hfci_matrix_writes_github_outputs_inside_actions(tmp_path: Path) -> None:
+    output, summary = tmp_path / "output", tmp_path / "summary"
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
+    done = run_matrix("--config", str(CONFIG), "--out", str(tmp_path / "m"), "--model", "bert", env=env)
+    assert done.returncode == 0, done.stderr
+    text = output.read_text()
+    for name in ("matrix-1", "matrix-2", "jobs-1", "jobs-2", "jobs", "max-parallel"):
+        assert f"{name}<<" in text
+    assert "### hfci matrix" in summary.read_text()
+    assert "matrix-1={" not in done.stdout
+
+
+def test_hfci_matrix_reads_results_for_durations(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    write_results(results / "results-cpu.json", "cpu", [("bert/Model", "forward", 120.0)])
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "matrix",
+                "--config",
+                str(CONFIG),
+                "--out",
+                str(out),
+                "--model",
+                "bert",
+                "--durations",
+                str(results),
+            ]
+        )
+        == 0
+    )
+    jobs = json.loads((out / "matrix-1.json").read_text())["include"]
+    # One recorded case: it is also the median that every other bert case is estimated at.
+    assert sum(j["estimated_seconds"] for j in jobs) == 120.0 * sum(j["cases"] for j in jobs)
+    # The next plan without --durations reuses what this one wrote.
+    assert matrix.read_durations([out / "durations.json"]) == {("bert/Model", "cpu"): 120.0}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "tpu"], "device 'tpu' has no entry"),
+        (["--tier", "urgent"], "unknown tier 'urgent'"),
+        (["--durations", "no/such/file.json"], "no such durations file"),
+        (["--config", "no/such.toml"], "cannot read the devices config"),
+    ],
+)
+def test_hfci_matrix_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    done = run_matrix(
+        "--out", str(tmp_path), *(["--config", str(CONFIG)] if "--config" not in args else []), *args
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("hfci: error: ")
+    assert message in done.stderr

