@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from hfci.factory import TinyCase
@@ -129,8 +129,8 @@ def check_save_load(case: TinyCase, reference: Any) -> None:
         raise CheckFailed("reloaded model differs: " + "; ".join(problems[:5]))
 
 
-def is_generative(case: TinyCase) -> bool:
-    head = case.record.head(case.head)
+def is_generative(head: Any) -> bool:
+    """Whether a catalog head is one that generates (causal LM, seq2seq, image-text-to-text, ...)."""
     return bool(set(head.mappings) & _GENERATIVE_MAPPINGS)
 
 
@@ -138,16 +138,20 @@ def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
     """Greedy generation yields ``new_tokens`` more tokens per sequence."""
     import torch
 
-    if not is_generative(case):
+    if not is_generative(case.record.head(case.head)):
         raise CheckSkipped("not a generative head")
     if not case.model.can_generate():
         raise CheckSkipped(f"{type(case.model).__name__} cannot generate")
     inputs = {k: v for k, v in case.inputs.items() if not k.startswith("decoder_")}
     config = case.model.generation_config
     pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    extra = {}
+    if case.model.config.is_encoder_decoder and config.decoder_start_token_id is None and config.bos_token_id is None:
+        # T5-style models start decoding from the pad token; their tiny configs may not say so.
+        extra["decoder_start_token_id"] = pad if pad is not None else 0
     with torch.inference_mode():
         output = case.model.generate(
-            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad
+            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad, **extra
         )
     sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
     if sequences is None:
@@ -164,4 +168,30 @@ def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
         raise CheckFailed(f"generated length {sequences.shape[-1]} < prompt {prompt} + {new_tokens}")
 
 
-CheckFunction = Callable[..., Any]
+
+
+
+def check_pipeline(case: TinyCase) -> None:
+    """``transformers.pipeline`` serves the head's task with processors built offline."""
+    import warnings
+
+    from transformers import pipeline
+
+    from hfci.processors import RECIPES, NoRecipe, pick_task
+
+    head = case.record.head(case.head)
+    case.model._hfci_category = case.record.category
+    try:
+        task = pick_task(head.tasks, case.model)
+        if "pixel_values" in case.inputs:
+            case.model._hfci_pixel_shape = tuple(case.inputs["pixel_values"].shape)
+        recipe = RECIPES[task]
+        kwargs = recipe.kwargs(case.model, case.record)
+    except NoRecipe as why:
+        raise CheckSkipped(f"pipeline: {why}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = pipeline(task, model=case.model, **kwargs)
+        result = recipe.call(pipe, case.model)
+    if not recipe.expect(result):
+        raise CheckFailed(f"{task} pipeline returned an unexpected structure: {str(result)[:200]}")

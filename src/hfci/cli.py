@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
@@ -68,6 +69,22 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Run the model suite under pytest-xdist; the plugin validates the selection and summarises."""
+    command = [sys.executable, "-m", "pytest", "--pyargs", "hfci.suite", "--run-model-tests", "-p", "no:cacheprovider"]
+    for option in ("category", "family", "tier", "model", "device"):
+        for value in getattr(args, option):
+            command += [f"--{option}", value]
+    if args.shard:
+        command += ["--shard", args.shard]
+    if args.workers != "0":
+        # Each case's checks share one worker (loadgroup), so its tiny model is built once.
+        command += ["-n", args.workers, "--dist", "loadgroup"]
+    command += ["--timeout", str(args.timeout), "--results-dir", args.results_dir, "-q", "-rN", *extra]
+    print("+ " + " ".join(command), flush=True)
+    return subprocess.call(command)
+
+
 def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--category", action="append", default=[], help="text, vision, audio, ...")
     parser.add_argument("--family", action="append", default=[], help="encoder-only, decoder-only, ...")
@@ -87,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     catalog.set_defaults(func=cmd_catalog)
 
+    run = sub.add_parser(
+        "run", help="run the model tests (unknown options pass through to pytest)", description=cmd_run.__doc__
+    )
+    _add_selection(run)
+    run.add_argument("--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)")
+    run.add_argument("--shard", help="INDEX/COUNT: run one shard of the selection, e.g. 3/8")
+    run.add_argument("--workers", default="auto", help="pytest-xdist workers (0: none)")
+    run.add_argument("--timeout", type=int, default=300, help="seconds before a hanging check fails")
+    run.add_argument("--results-dir", default="results", help="where results-<device>.json goes")
+    run.set_defaults(func=cmd_run, passthrough=True)
+
     from hfci import matrix  # the matrix command registers its own arguments
 
     matrix.add_command(sub)
@@ -95,10 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    func: Callable[..., int] = args.func
     try:
-        return func(args)
+        return func(args, extra) if getattr(args, "passthrough", False) else func(args)
     except CatalogError as error:
         print(f"hfci: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,320 @@
+"""The pytest plugin: catalog cases as parametrized tests, markers, gating and selection.
+
+Any test function that takes the ``hfci_case`` argument is parametrized over the selected
+(model type, head, device) cases. ``hfci.suite`` holds the checks as such tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hfci.catalog import CATEGORIES, TIERS, CatalogError, ModelRecord, load_catalog
+from hfci.results import Record, summary, write_results
+
+_STASH_RECORDS = pytest.StashKey[list]()
+_STASH_DEVICE = pytest.StashKey[str]()
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One parametrization: a head of a model type on a device."""
+
+    record: ModelRecord
+    head: str
+    device: str
+
+    @property
+    def case(self) -> str:
+        return f"{self.record.model_type}/{self.head}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.case}-{self.device}"
+
+
+def marker_name(value: str) -> str:
+    return value.replace("-", "_")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hfci", "hfci model tests")
+    group.addoption("--run-model-tests", action="store_true", help="run the model tests (skipped otherwise)")
+    group.addoption("--category", action="append", default=[], help=f"one of {', '.join(CATEGORIES)}")
+    group.addoption("--tier", action="append", default=[], help=f"one of {', '.join(TIERS)}")
+    group.addoption("--family", action="append", default=[], help="e.g. encoder-only, vision-encoder")
+    group.addoption("--model", action="append", default=[], help="a model type, e.g. xlm-roberta")
+    group.addoption("--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)")
+    group.addoption("--shard", default=None, help="run only shard INDEX/COUNT of the selection, e.g. 3/8")
+    group.addoption("--results-dir", default="results", help="where results-<device>.json is written")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "model: a model test (needs --run-model-tests)")
+    for category in CATEGORIES:
+        config.addinivalue_line("markers", f"{marker_name(category)}: {category} models")
+    for device in ("cpu", "cuda", "mps", "xpu"):
+        config.addinivalue_line("markers", f"{device}: runs on {device}")
+    for tier in TIERS:
+        config.addinivalue_line("markers", f"tier_{tier}: {tier} priority models")
+    try:
+        families = sorted({r.family for r in load_catalog()})
+        for family in families:
+            config.addinivalue_line("markers", f"family_{marker_name(family)}: {family} models")
+        _validate(config)
+    except CatalogError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[_STASH_RECORDS] = []
+    if config.getoption("run_model_tests"):
+        import torch
+
+        # One thread per xdist worker: workers are the parallelism, threads would oversubscribe.
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            torch.set_num_threads(1)
+        with contextlib.suppress(Exception):
+            from transformers.utils import logging
+
+            logging.disable_progress_bar()
+            logging.set_verbosity_error()
+
+
+def _validate(config: pytest.Config) -> None:
+    catalog = load_catalog()
+    catalog.select(
+        config.getoption("category"), config.getoption("family"), config.getoption("tier"), config.getoption("model")
+    )
+    if config.getoption("shard"):
+        from hfci.matrix import parse_shard
+
+        parse_shard(config.getoption("shard"))
+    config.stash[_STASH_DEVICE] = ",".join(_devices(config))
+
+
+def _devices(config: pytest.Config) -> list[str]:
+    from hfci.devices import best_device, resolve_device
+
+    named = config.getoption("device")
+    if not config.getoption("run_model_tests"):
+        return named or ["cpu"]
+    return [resolve_device(d) for d in named] if named else [best_device()]
+
+
+def selected_cases(config: pytest.Config) -> list[CaseSpec]:
+    """The cases of the selection on the chosen devices, cut to the shard if one is given."""
+    catalog = load_catalog()
+    records = catalog.select(
+        config.getoption("category"), config.getoption("family"), config.getoption("tier"), config.getoption("model")
+    )
+    devices = config.stash[_STASH_DEVICE].split(",")
+    specs = [CaseSpec(r, h.name, d) for d in devices for r in records if r.has_model for h in r.heads]
+    shard = config.getoption("shard")
+    if shard:
+        from hfci.matrix import parse_shard, shard_for_device
+
+        index, count = parse_shard(shard)
+        keep: set[tuple[str, str]] = set()
+        for device in devices:
+            cases = [s.case for s in specs if s.device == device]
+            keep |= {(c, device) for c in shard_for_device(cases, device, index, count)}
+        specs = [s for s in specs if (s.case, s.device) in keep]
+    return specs
+
+
+def known_failure(spec: CaseSpec, check: str) -> str | None:
+    """The reason of a models.toml known failure matching this case and check, if any."""
+    from hfci.factory import model_entry
+
+    for entry in model_entry(spec.record.model_type).get("known_failures", []):
+        if entry.get("check", "*") not in ("*", check) or entry.get("head", "*") not in ("*", spec.head):
+            continue
+        if entry.get("device", "*") not in ("*", spec.device):
+            continue
+        versions = entry.get("transformers")
+        if versions:
+            from packaging.specifiers import SpecifierSet
+
+            if load_catalog().transformers_version not in SpecifierSet(versions):
+                continue
+        return entry.get("reason", "known failure")
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "hfci_case" not in metafunc.fixturenames:
+        return
+    from hfci.checks import is_generative
+
+    check = metafunc.function.__name__.removeprefix("test_")
+    params = []
+    for spec in selected_cases(metafunc.config):
+        if check == "generate" and not is_generative(spec.record.head(spec.head)):
+            continue
+        marks = [
+            pytest.mark.model,
+            getattr(pytest.mark, marker_name(spec.record.category)),
+            getattr(pytest.mark, spec.device),
+            getattr(pytest.mark, f"tier_{spec.record.tier}"),
+            getattr(pytest.mark, f"family_{marker_name(spec.record.family)}"),
+            pytest.mark.xdist_group(spec.id),
+        ]
+        reason = known_failure(spec, check)
+        if reason:
+            marks.append(pytest.mark.xfail(reason=reason, strict=False))
+        params.append(pytest.param(spec, id=spec.id, marks=marks))
+    metafunc.parametrize("hfci_case", params)
+
+
+_CHECK_ORDER = ("forward", "determinism", "save_load", "generate", "pipeline")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run = config.getoption("run_model_tests")
+    skip = pytest.mark.skip(reason="model test: pass --run-model-tests to run it")
+    for item in items:
+        spec = getattr(item, "callspec", None) and item.callspec.params.get("hfci_case")
+        if isinstance(spec, CaseSpec):
+            item.user_properties.append(("hfci", _meta(spec, item)))
+            if not run:
+                item.add_marker(skip)
+
+    def order(item: pytest.Item) -> tuple[Any, ...]:
+        spec = getattr(item, "callspec", None) and item.callspec.params.get("hfci_case")
+        if not isinstance(spec, CaseSpec):
+            return ("",)
+        # All checks of one case together, so a worker builds each tiny model once.
+        check = item.originalname.removeprefix("test_")
+        return (spec.id, _CHECK_ORDER.index(check) if check in _CHECK_ORDER else len(_CHECK_ORDER))
+
+    items.sort(key=order)
+
+
+def _meta(spec: CaseSpec, item: pytest.Item) -> dict[str, str]:
+    return {
+        "case": spec.case,
+        "model_type": spec.record.model_type,
+        "head": spec.head,
+        "device": spec.device,
+        "check": item.originalname.removeprefix("test_"),
+        "category": spec.record.category,
+        "tier": spec.record.tier,
+    }
+
+
+# -- building cases once per worker ------------------------------------------------------------
+
+
+class _Built:
+    """The last case built in this process, with its reference output."""
+
+    key: tuple[str, str] | None = None
+    case: Any = None
+    error: BaseException | None = None
+    reference: Any = None
+
+
+def built_case(spec: CaseSpec) -> Any:
+    from hfci.factory import FactoryError, MissingDependency, build_case
+
+    key = (spec.id, "case")
+    if _Built.key != key:
+        _Built.key, _Built.case, _Built.error, _Built.reference = key, None, None, None
+        try:
+            _Built.case = build_case(spec.record, spec.head, spec.device)
+        except MissingDependency as error:
+            _Built.error = error
+        except FactoryError as error:
+            _Built.error = error
+        except Exception as error:
+            _Built.error = FactoryError(f"building failed: {type(error).__name__}: {str(error)[:300]}")
+    if isinstance(_Built.error, MissingDependency):
+        pytest.skip(f"missing optional dependency {_Built.error.package!r}")
+    if _Built.error is not None:
+        pytest.fail(f"build: {_Built.error}", pytrace=False)
+    return _Built.case
+
+
+def reference_output(spec: CaseSpec) -> Any:
+    from hfci.checks import run_forward
+
+    case = built_case(spec)
+    if _Built.reference is None:
+        _Built.reference = run_forward(case)
+    return _Built.reference
+
+
+def remember_reference(output: Any) -> None:
+    _Built.reference = output
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def _reason(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return str(report.wasxfail)
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    if report.failed:
+        text = report.longreprtext.strip().splitlines()
+        errors = [line for line in text if line.startswith("E ")]
+        return (errors[-1][2:].strip() if errors else (text[-1] if text else "failed"))[:500]
+    return ""
+
+
+def _outcome(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return "xpassed" if report.passed else "xfailed"
+    return report.outcome
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    meta = dict(report.user_properties).get("hfci")
+    if not meta or not _should_record(report):
+        return
+    records = _records_of(report)
+    if records is not None:
+        records.append(Record(**meta, outcome=_outcome(report), duration=report.duration, reason=_reason(report)))
+
+
+_CONFIG: list[pytest.Config] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG[:] = [session.config]
+    session.config.stash[_STASH_RECORDS] = []
+    session.config._hfci_started = time.perf_counter()  # type: ignore[attr-defined]
+
+
+def _records_of(report: pytest.TestReport) -> list[Record] | None:
+    return _CONFIG[0].stash.get(_STASH_RECORDS, None) if _CONFIG else None
+
+
+def _should_record(report: pytest.TestReport) -> bool:
+    # The call phase carries the verdict; setup carries skips and build errors.
+    if report.when == "call":
+        return True
+    return report.when == "setup" and not report.passed
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or not config.getoption("run_model_tests"):
+        return
+    records: list[Record] = config.stash.get(_STASH_RECORDS, [])
+    if not records:
+        return
+    from hfci import __version__
+    from hfci.devices import describe, fingerprint
+
+    terminalreporter.section("hfci model summary")
+    terminalreporter.write_line(summary(records))
+    for device in sorted({r.device for r in records}):
+        meta = {"fingerprint": fingerprint(device), "environment": describe(device), "hfci": __version__}
+        path = write_results(Path(config.getoption("results_dir")), device, [r for r in records if r.device == device], meta)
+        terminalreporter.write_line(f"results: {path}")

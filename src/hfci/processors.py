@@ -1,0 +1,182 @@
+"""Processors built offline for the pipeline check: no hub, no files from anywhere.
+
+A tokenizer is made in memory with the ``tokenizers`` library over the tiny model's vocabulary;
+image processors and feature extractors come from their class defaults, resized to the tiny
+model's inputs. Each task has a recipe: the processors it needs and a synthetic input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hfci.catalog import ModelRecord
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class NoRecipe(Exception):
+    """The task cannot be served offline; the message says why."""
+
+
+def tokenizer_for(vocab_size: int) -> Any:
+    """A word-level fast tokenizer whose ids cover exactly ``range(vocab_size)``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < len(SPECIAL_TOKENS) + 2:
+        raise NoRecipe(f"vocabulary of {vocab_size} is too small for a tokenizer")
+    words = [*SPECIAL_TOKENS, *(f"w{i}" for i in range(vocab_size - len(SPECIAL_TOKENS)))]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def _class(name: str) -> Any:
+    import transformers
+
+    try:
+        return getattr(transformers, name)
+    except (AttributeError, ImportError) as error:
+        raise NoRecipe(f"{name} is unavailable: {str(error).splitlines()[0][:120]}") from error
+
+
+def image_processor_for(record: ModelRecord, height: int, width: int) -> Any:
+    name = record.processors.get("image_processor")
+    if not name:
+        raise NoRecipe(f"{record.model_type} has no image processor")
+    try:
+        return _class(name)(size={"height": height, "width": width}, do_center_crop=False)
+    except NoRecipe:
+        raise
+    except Exception as error:
+        raise NoRecipe(f"{name} cannot be built with defaults: {str(error)[:120]}") from error
+
+
+def feature_extractor_for(record: ModelRecord) -> Any:
+    name = record.processors.get("feature_extractor")
+    if not name:
+        raise NoRecipe(f"{record.model_type} has no feature extractor")
+    try:
+        return _class(name)()
+    except NoRecipe:
+        raise
+    except Exception as error:
+        raise NoRecipe(f"{name} cannot be built with defaults: {str(error)[:120]}") from error
+
+
+def _words(n: int) -> str:
+    return " ".join(f"w{i}" for i in range(3, 3 + n))
+
+
+def _image(height: int, width: int) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to call one pipeline task offline, and what its result must look like."""
+
+    kwargs: Callable[[Any, ModelRecord], dict[str, Any]]
+    call: Callable[[Any, Any], Any]
+    expect: Callable[[Any], bool]
+    reads: tuple[str, ...] = ("input_ids",)
+
+
+def _text(model: Any, record: ModelRecord) -> dict[str, Any]:
+    vocab = model.config.get_text_config(decoder=True).vocab_size
+    return {"tokenizer": tokenizer_for(vocab)}
+
+
+def _vision_size(model: Any) -> tuple[int, int]:
+    pixel = getattr(model, "_hfci_pixel_shape", None)
+    if pixel:
+        return pixel[-2], pixel[-1]
+    raise NoRecipe("the tiny model reads no pixel_values")
+
+
+def _vision(model: Any, record: ModelRecord) -> dict[str, Any]:
+    return {"image_processor": image_processor_for(record, *_vision_size(model))}
+
+
+def _audio(model: Any, record: ModelRecord) -> dict[str, Any]:
+    return {"feature_extractor": feature_extractor_for(record)}
+
+
+def _audio_text(model: Any, record: ModelRecord) -> dict[str, Any]:
+    return {**_audio(model, record), **_text(model, record)}
+
+
+def _is_list_of_dicts(result: Any, *keys: str) -> bool:
+    return isinstance(result, list) and bool(result) and all(isinstance(r, dict) and set(keys) <= r.keys() for r in result)
+
+
+def _waveform() -> Any:
+    import numpy as np
+
+    return np.random.default_rng(0).standard_normal(16000).astype("float32")
+
+
+RECIPES: dict[str, Recipe] = {
+    "feature-extraction": Recipe(_text, lambda p, m: p(_words(5)), lambda r: isinstance(r, list) and bool(r)),
+    "fill-mask": Recipe(
+        _text, lambda p, m: p(f"{_words(3)} [MASK] {_words(2)}", top_k=2), lambda r: _is_list_of_dicts(r, "score", "token")
+    ),
+    "text-classification": Recipe(_text, lambda p, m: p(_words(6)), lambda r: _is_list_of_dicts(r, "label", "score")),
+    "token-classification": Recipe(_text, lambda p, m: p(_words(6)), lambda r: isinstance(r, list)),
+    "text-generation": Recipe(
+        _text,
+        lambda p, m: p(_words(4), max_new_tokens=2, do_sample=False),
+        lambda r: _is_list_of_dicts(r, "generated_text"),
+    ),
+    "image-classification": Recipe(
+        _vision,
+        lambda p, m: p(_image(*_vision_size(m)), top_k=2),
+        lambda r: _is_list_of_dicts(r, "label", "score"),
+        ("pixel_values",),
+    ),
+    "image-feature-extraction": Recipe(
+        _vision, lambda p, m: p(_image(*_vision_size(m))), lambda r: isinstance(r, list) and bool(r), ("pixel_values",)
+    ),
+    "audio-classification": Recipe(
+        _audio,
+        lambda p, m: p(_waveform(), top_k=2),
+        lambda r: _is_list_of_dicts(r, "label", "score"),
+        ("input_values", "input_features"),
+    ),
+    "automatic-speech-recognition": Recipe(
+        _audio_text,
+        lambda p, m: p(_waveform()),
+        lambda r: isinstance(r, dict) and "text" in r,
+        ("input_values", "input_features"),
+    ),
+}
+
+
+def pick_task(tasks: tuple[str, ...], model: Any) -> str:
+    """The first of a head's tasks with an offline recipe for what the model reads."""
+    main = getattr(model, "main_input_name", "input_ids")
+    # An encoder-decoder's base model needs decoder inputs no feature-extraction pipeline gives.
+    seq2seq_base = getattr(model.config, "is_encoder_decoder", False) and type(model).__name__.endswith("Model")
+    # A multimodal base model needs every modality at once; a one-modality pipeline cannot feed it.
+    multimodal_base = type(model).__name__.endswith("Model") and getattr(model, "_hfci_category", "") == "multimodal"
+    for task in tasks:
+        recipe = RECIPES.get(task)
+        generic = task in ("feature-extraction", "image-feature-extraction")
+        if recipe and main in recipe.reads and not ((seq2seq_base or multimodal_base) and generic):
+            return task
+    if not tasks:
+        raise NoRecipe("the head serves no pipeline task with the processors it has")
+    raise NoRecipe(f"no offline recipe for {', '.join(tasks)} on a model reading {main}")

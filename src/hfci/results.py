@@ -1,0 +1,105 @@
+"""Results: the machine-readable record of a model run, and the summary people read.
+
+One record per (case, device, check): outcome, duration, reason. The matrix balances shards on
+these durations; baselines and reports are built from them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "hfci-results/1"
+OUTCOMES = ("passed", "failed", "xfailed", "xpassed", "skipped")
+
+
+@dataclass(frozen=True)
+class Record:
+    case: str
+    model_type: str
+    head: str
+    device: str
+    check: str
+    outcome: str
+    duration: float
+    reason: str = ""
+    category: str = ""
+    tier: str = ""
+
+
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> Path:
+    """Write sorted, stable JSON through a temporary file and a rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_results(directory: Path, device: str, records: Sequence[Record], meta: Mapping[str, Any]) -> Path:
+    """``<directory>/results-<device>.json`` with every record of the run, sorted."""
+    ordered = sorted(records, key=lambda r: (r.case, r.check))
+    payload = {
+        "schema": SCHEMA,
+        "device": device,
+        **meta,
+        "records": [{k: (round(v, 4) if k == "duration" else v) for k, v in asdict(r).items()} for r in ordered],
+    }
+    return write_json_atomic(directory / f"results-{device}.json", payload)
+
+
+def read_results(path: Path) -> list[Record]:
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    if payload.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: unknown schema {payload.get('schema')!r}; expected {SCHEMA!r}")
+    return [Record(**r) for r in payload["records"]]
+
+
+def case_durations(records: Iterable[Record]) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for record in records:
+        totals[record.case] += record.duration
+    return dict(totals)
+
+
+def summary(records: Sequence[Record], slowest: int = 10) -> str:
+    """Failures first, then newly fixed known failures, counts, skip reasons, the slowest cases."""
+    lines: list[str] = []
+    failed = [r for r in records if r.outcome == "failed"]
+    if failed:
+        lines.append(f"FAILED ({len(failed)}):")
+        lines += [f"  {r.case} [{r.device}] {r.check}: {r.reason[:160]}" for r in failed[:50]]
+        if len(failed) > 50:
+            lines.append(f"  ... and {len(failed) - 50} more (see the results file)")
+    fixed = [r for r in records if r.outcome == "xpassed"]
+    if fixed:
+        lines.append(f"FIXED known failures ({len(fixed)}), remove their models.toml entries:")
+        lines += [f"  {r.case} [{r.device}] {r.check}" for r in fixed[:50]]
+    counts = Counter(r.outcome for r in records)
+    cases = {r.case for r in records}
+    lines.append(
+        f"{len(cases)} cases, {len(records)} checks: "
+        + ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES)
+    )
+    reasons = Counter(r.reason for r in records if r.outcome == "skipped")
+    if reasons:
+        lines.append("skipped, by reason:")
+        lines += [f"  {n:5d}  {reason[:140]}" for reason, n in reasons.most_common(10)]
+    durations = case_durations(records)
+    if durations:
+        lines.append(f"slowest {min(slowest, len(durations))} cases:")
+        top = sorted(durations.items(), key=lambda kv: -kv[1])[:slowest]
+        lines += [f"  {seconds:7.2f}s  {case}" for case, seconds in top]
+    return "\n".join(lines)
