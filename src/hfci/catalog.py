@@ -188,6 +188,7 @@ class Catalog:
     transformers_version: str
     records: Mapping[str, ModelRecord]
     unmatched_tiers: tuple[tuple[str, str, str], ...] = ()
+    dangling_heads: tuple[str, ...] = ()
 
     def __iter__(self):
         return iter(self.records.values())
@@ -314,7 +315,11 @@ def _read_tables(path: Path, ns: dict[str, Any]) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     for stmt in tree.body:
         try:
-            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            if (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+            ):
                 ns[stmt.targets[0].id] = _evaluate(stmt.value, ns)
             elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
                 ns[stmt.target.id] = _evaluate(stmt.value, ns)
@@ -356,7 +361,9 @@ def read_transformers_tables(root: Path | None = None) -> dict[str, Any]:
         if not path.exists():
             raise CatalogError(f"transformers at {root} has no {rel}; hfci supports transformers 5.x")
         _read_tables(path, ns)
-    if not isinstance(ns.get("CONFIG_MAPPING_NAMES"), dict) or not isinstance(ns.get("MODEL_MAPPING_NAMES"), dict):
+    if not isinstance(ns.get("CONFIG_MAPPING_NAMES"), dict) or not isinstance(
+        ns.get("MODEL_MAPPING_NAMES"), dict
+    ):
         raise CatalogError(f"could not read transformers' auto mappings from {root}")
     return ns
 
@@ -518,7 +525,12 @@ def build_heads(
     heads = []
     for class_name, keys in by_class.items():
         head_tasks = sorted(
-            {t for k in keys for t in tasks.get(k, ()) if requirements.get(t, frozenset()) <= processors.keys()}
+            {
+                t
+                for k in keys
+                for t in tasks.get(k, ())
+                if requirements.get(t, frozenset()) <= processors.keys()
+            }
         )
         heads.append(Head(_head_name(class_name, stem), class_name, tuple(keys), tuple(head_tasks)))
     return tuple(heads)
@@ -584,7 +596,11 @@ def family_of(category: str, mapping_keys: set[str]) -> str:
             return "audio-codec"
         return "speech-encoder"
     if category == "multimodal":
-        if mapping_keys & {"MODEL_FOR_IMAGE_TEXT_TO_TEXT", "MODEL_FOR_MULTIMODAL_LM", "MODEL_FOR_VISUAL_QUESTION_ANSWERING"}:
+        if mapping_keys & {
+            "MODEL_FOR_IMAGE_TEXT_TO_TEXT",
+            "MODEL_FOR_MULTIMODAL_LM",
+            "MODEL_FOR_VISUAL_QUESTION_ANSWERING",
+        }:
             return "vision-language-generative"
         if "MODEL_FOR_DOCUMENT_QUESTION_ANSWERING" in mapping_keys:
             return "document"
@@ -608,8 +624,27 @@ def tier_table(model_types: Iterable[str]) -> tuple[dict[str, str], tuple[tuple[
     return tiers, tuple(unmatched)
 
 
+def defined_classes(root: Path) -> set[str]:
+    """Every class defined at top level in transformers' modeling sources."""
+    found: set[str] = set()
+    for path in root.glob("models/*/modeling_*.py"):
+        found.update(_CLASS_RE_NAME.findall(path.read_text(encoding="utf-8")))
+    return found
+
+
+_CLASS_RE_NAME = re.compile(r"^class (\w+)\(", re.M)
+
+
 def build_catalog(ns: Mapping[str, Any], root: Path, version: str) -> Catalog:
     mappings = head_mappings(ns)
+    # A mapping can name a class that its module does not define (an upstream slip); such a head
+    # cannot be built, so it is left out and reported instead.
+    defined = defined_classes(root)
+    dangling = sorted({c for table in mappings.values() for v in table.values() for c in _as_tuple(v)} - defined)
+    mappings = {
+        key: {t: tuple(c for c in _as_tuple(v) if c in defined) for t, v in table.items()}
+        for key, table in mappings.items()
+    }
     tasks = mapping_tasks(ns)
     requirements = task_requirements(ns, root)
     configs: Mapping[str, str] = ns["CONFIG_MAPPING_NAMES"]
@@ -628,7 +663,9 @@ def build_catalog(ns: Mapping[str, Any], root: Path, version: str) -> Catalog:
             # (a tokenizer beside a vision encoder only decodes its outputs).
             inputs = main_inputs(root / "models" / module)
             modalities = [INPUT_MODALITY.get(inputs.get(h.class_name, "input_ids"), "other") for h in heads]
-            modalities += [PROCESSOR_MODALITY[k] for k in processors if k != "tokenizer" and k in PROCESSOR_MODALITY]
+            modalities += [
+                PROCESSOR_MODALITY[k] for k in processors if k != "tokenizer" and k in PROCESSOR_MODALITY
+            ]
         category = categorize(modalities, processors, base_only)
         records[model_type] = ModelRecord(
             model_type=model_type,
@@ -643,7 +680,7 @@ def build_catalog(ns: Mapping[str, Any], root: Path, version: str) -> Catalog:
             heads=heads,
             processors=processors,
         )
-    return Catalog(version, _place_sub_configs(records, root), unmatched)
+    return Catalog(version, _place_sub_configs(records, root), unmatched, tuple(dangling))
 
 
 def _place_sub_configs(records: dict[str, ModelRecord], root: Path) -> dict[str, ModelRecord]:
@@ -672,3 +709,24 @@ def load_catalog() -> Catalog:
     root = transformers_root()
     version = importlib.metadata.version("transformers")
     return build_catalog(read_transformers_tables(root), root, version)
+
+
+def resolve_class(record: ModelRecord, class_name: str) -> type:
+    """A transformers class by name: exported at the top level, or defined in the model's module.
+
+    Importing it imports torch; only the factory and the checks call this.
+    """
+    import importlib
+
+    import transformers
+
+    try:
+        return getattr(transformers, class_name)
+    except AttributeError:
+        pass
+    package = importlib.import_module(f"transformers.models.{record.module}")
+    for path in sorted(Path(package.__path__[0]).glob("modeling_*.py")):
+        module = importlib.import_module(f"{package.__name__}.{path.stem}")
+        if hasattr(module, class_name):
+            return getattr(module, class_name)
+    raise CatalogError(f"{class_name} is neither exported by transformers nor defined in {package.__name__}")

@@ -97,10 +97,13 @@ def _validate(config: pytest.Config) -> None:
 
 
 def _devices(config: pytest.Config) -> list[str]:
-    from hfci.devices import best_device, resolve_device
+    from hfci.catalog import validate_choices
+    from hfci.devices import KNOWN_DEVICES, best_device, resolve_device
 
     named = config.getoption("device")
     if not config.getoption("run_model_tests"):
+        # Collecting only: the name must be valid, the hardware need not be here.
+        validate_choices("device", named, KNOWN_DEVICES)
         return named or ["cpu"]
     return [resolve_device(d) for d in named] if named else [best_device()]
 

@@ -1,0 +1,59 @@
+"""``hfci`` as people call it: a real subprocess each time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def hfci(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hfci.cli", *args], capture_output=True, text=True)
+
+
+def test_catalog_json_lists_every_model_type():
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    out = hfci("catalog", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    models = payload["models"]
+    assert {m["model_type"] for m in models} == set(CONFIG_MAPPING_NAMES)
+    assert all(m["category"] for m in models)
+    fields = {"model_type", "identifier", "stem", "config_class", "category", "family", "tier", "heads", "processors", "tasks"}
+    assert fields <= set(models[0])
+    assert all(m["identifier"].isidentifier() for m in models if "-" in m["model_type"])
+
+
+def test_catalog_table_and_filters():
+    out = hfci("catalog", "--category", "vision", "--format", "table")
+    assert out.returncode == 0
+    assert "vit " in out.stdout and "bert " not in out.stdout
+    critical = hfci("catalog", "--tier", "critical", "--format", "md")
+    assert critical.returncode == 0
+    assert "| xlm-roberta | text | encoder-only | critical |" in critical.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--category", "visoin"), "unknown category 'visoin'; valid: text, vision, audio, multimodal, time-series, other"),
+        (("--tier", "urgent"), "unknown tier 'urgent'; valid: critical, high, medium, other"),
+        (("--model", "nope"), "unknown model 'nope'"),
+        (("--family", "encoder"), "unknown family 'encoder'"),
+    ],
+)
+def test_bad_filter_is_one_clear_error(args, message):
+    out = hfci("catalog", *args)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_unmatched_tiers_are_reported():
+    out = hfci("catalog", "--unmatched-tiers")
+    assert out.returncode == 0
+    assert "Mistral-Next" in out.stdout

@@ -1,0 +1,67 @@
+"""The pytest plugin, driven through real pytest runs of the shipped model suite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def pytest_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pytest", "--pyargs", "hfci.suite", "-p", "no:cacheprovider"]
+    command += ["--results-dir", str(tmp_path), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_ids_keep_hyphens_and_model_tests_are_gated(tmp_path):
+    out = pytest_run(tmp_path, "--collect-only", "-q", "--model", "xlm-roberta", "--device", "cpu")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "test_forward[xlm-roberta/ForMaskedLM-cpu]" in out.stdout
+    ran = pytest_run(tmp_path, "-q", "--model", "xlm-roberta", "-k", "ForMaskedLM and forward")
+    assert "1 skipped" in ran.stdout
+    assert not (tmp_path / "results-cpu.json").exists()
+
+
+def test_markers_select_by_category(tmp_path):
+    out = pytest_run(tmp_path, "--collect-only", "-q", "--tier", "critical", "-m", "vision")
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert ids and all(any(f"[{m}/" in i for m in ("vit", "swin", "clip")) for i in ids)
+
+
+def test_bad_selection_is_a_usage_error(tmp_path):
+    for args, message in (
+        (("--category", "visoin"), "unknown category 'visoin'"),
+        (("--device", "tpu"), "tpu"),
+        (("--shard", "9/8"), "bad shard '9/8'"),
+    ):
+        out = pytest_run(tmp_path, "--collect-only", *args)
+        assert out.returncode == 4
+        assert message in out.stderr
+
+
+def test_a_real_run_writes_results(tmp_path):
+    out = pytest_run(tmp_path, "--run-model-tests", "--model", "bert", "-k", "ForMaskedLM", "--device", "cpu")
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "hfci model summary" in out.stdout
+    payload = json.loads((tmp_path / "results-cpu.json").read_text())
+    assert payload["schema"] == "hfci-results/1"
+    checks = {r["check"]: r["outcome"] for r in payload["records"] if r["case"] == "bert/ForMaskedLM"}
+    assert checks == {
+        "forward": "passed",
+        "determinism": "passed",
+        "save_load": "passed",
+        "pipeline": "passed",
+    }
+    assert all(r["duration"] > 0 for r in payload["records"])
+
+
+def test_shards_partition_the_selection(tmp_path):
+    def collected(*args: str) -> set[str]:
+        out = pytest_run(tmp_path, "--collect-only", "-q", "--tier", "critical", "--device", "cpu", *args)
+        return {line for line in out.stdout.splitlines() if "::" in line}
+
+    everything = collected()
+    parts = [collected("--shard", f"{i}/3") for i in (1, 2, 3)]
+    assert set().union(*parts) == everything
+    assert sum(len(p) for p in parts) == len(everything)
