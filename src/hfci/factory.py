@@ -59,6 +59,7 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
     ints, caps, widths = rules.get("ints", {}), rules.get("list_caps", {}), rules.get("list_widths", {})
     derived = rules.get("derived_from", {})
     substitutes = rules.get("substitute", {})
+    fill = rules.get("fill_none", {})
     if d.get("model_type") in substitutes:
         kept = {k: d[k] for k in ("out_indices", "out_features", "num_channels") if d.get(k) is not None}
         d = {**substitutes[d["model_type"]], **kept}
@@ -76,7 +77,19 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
         elif key in widths and _int_list(value) and value and value[0] > widths[key]:
             factor = value[0] / widths[key]
             value = [max(1, round(v / factor)) for v in value]
+        if value is None and key in fill:
+            value = fill[key]
         out[key] = value
+    suffixes = rules.get("suffix_ints", {})
+    for key, value in out.items():
+        if isinstance(value, int) and not isinstance(value, bool) and key not in ints:
+            for suffix, limit in suffixes.items():
+                if key.endswith(suffix) and value > limit:
+                    out[key] = limit
+    for heads_key, kv_key in (("num_attention_heads", "num_key_value_heads"), ("num_heads", "num_kv_heads")):
+        # Multi-head attention (as many key/value heads as query heads) stays multi-head.
+        if d.get(kv_key) is not None and d.get(kv_key) == d.get(heads_key) and isinstance(out.get(heads_key), int):
+            out[kv_key] = out[heads_key]
     layers_after = _layer_count(out)
     if layers_before and layers_after and layers_after < layers_before:
         # Per-layer lists (layer_types, sliding windows, ...) must match the new depth.
@@ -103,6 +116,9 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
         ("d_model", "num_heads"),
         ("dim", "n_heads"),
         ("embed_dim", "num_heads"),
+        ("hidden_size", "num_heads"),
+        ("hidden_size", "n_heads"),
+        ("dim", "num_heads"),
     ):
         width, heads = d.get(width_key), d.get(heads_key)
         if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
@@ -112,13 +128,38 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
         kv = d.get(kv_key)
         if isinstance(kv, int) and isinstance(heads, int) and heads > 0 and (kv > heads or heads % kv):
             d[kv_key] = math.gcd(heads, kv)
+    head_dim = d.get("head_dim")
+    if not isinstance(head_dim, int):
+        width, heads = d.get("hidden_size"), d.get("num_attention_heads")
+        head_dim = width // heads if isinstance(width, int) and isinstance(heads, int) and heads else None
+    for rope_key in ("rope_parameters", "rope_scaling"):
+        rope = d.get(rope_key)
+        if isinstance(rope, dict) and _int_list(rope.get("mrope_section")) and head_dim:
+            # The multimodal rotary sections split the rotated half of a head.
+            factor = rope.get("partial_rotary_factor", d.get("partial_rotary_factor")) or 1.0
+            half = max(int(head_dim * factor) // 2, len(rope["mrope_section"]))
+            d[rope_key] = {**rope, "mrope_section": _split_evenly(rope["mrope_section"], half)}
     vocab = d.get("vocab_size")
+    if vocab is None:
+        # A composite config's placeholder ids index its text model's vocabulary.
+        subs = [v.get("vocab_size") for v in d.values() if _is_config_dict(v)]
+        text = d.get("text_config")
+        vocab = text.get("vocab_size") if _is_config_dict(text) else min((v for v in subs if isinstance(v, int)), default=None)
     if isinstance(vocab, int) and vocab > 0:
         taken: set[int] = set()
         for key in sorted(d):
             if key.endswith(("_token_id", "_token_index", "_token_ids")):
                 d[key] = _inside_vocab(d[key], vocab, taken)
     return d
+
+
+def _split_evenly(parts: list[int], total: int) -> list[int]:
+    """``parts`` rescaled to sum to ``total``, keeping their ratios as far as integers allow."""
+    if sum(parts) == total:
+        return list(parts)
+    scaled = [max(1, v * total // max(sum(parts), 1)) for v in parts]
+    scaled[0] += total - sum(scaled)
+    return scaled if scaled[0] > 0 else [total] + [0] * (len(parts) - 1)
 
 
 def _inside_vocab(value: Any, vocab: int, taken: set[int]) -> Any:
@@ -179,7 +220,8 @@ def tiny_config(record: ModelRecord) -> Any:
     except Exception as error:
         raise FactoryError(f"{record.config_class}() with defaults fails: {error}") from error
     changes = overrides(default, shrink(default))
-    changes = _deep_update(changes, model_entry(record.model_type).get("config", {}))
+    entry_config = model_entry(record.model_type).get("config", {})
+    changes = _deep_update(changes, entry_config)
     if changes.get("pad_token_id", 0) is None or (
         "pad_token_id" in default and default["pad_token_id"] is None
     ):
@@ -188,7 +230,14 @@ def tiny_config(record: ModelRecord) -> Any:
         if changes["pad_token_id"] is None:
             changes["pad_token_id"] = 0
     try:
-        return cls(**changes)
+        config = cls(**changes)
+        # Fields the config derived from the shrunk ones (or filled in at init) get one more pass.
+        derived = config.to_dict()
+        again = overrides(derived, shrink(derived))
+        if again:
+            changes = _deep_update(_deep_update(changes, again), entry_config)
+            config = cls(**changes)
+        return config
     except Exception as error:
         raise FactoryError(f"tiny {record.config_class} is invalid: {error}") from error
 
@@ -281,6 +330,91 @@ def _size(value: Any, default: int) -> tuple[int, int]:
     return default, default
 
 
+def _special_ids(config: Any) -> set[int]:
+    """Every token id a config (or a sub-config) reserves: random text must avoid them."""
+    found: set[int] = set()
+    for sub in _sub_configs(config):
+        for key, value in sub.to_diff_dict().items() if hasattr(sub, "to_diff_dict") else ():
+            if key.endswith(("_token_id", "_token_index", "_token_ids")):
+                for v in value if isinstance(value, (list, tuple)) else [value]:
+                    if isinstance(v, int) and not isinstance(v, bool):
+                        found.add(v)
+        for key in dir(sub):
+            if key.endswith(("_token_id", "_token_index")) and not key.startswith("_"):
+                value = getattr(sub, key, None)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    found.add(value)
+    return found
+
+
+def _required(params: Any) -> set[str]:
+    return {
+        name
+        for name, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
+
+
+# Placeholder tokens in the text that a multimodal model replaces by the features of one
+# modality: (token id fields, feature method, the inputs that method reads).
+_PLACEHOLDERS = (
+    (("image_token_id", "image_token_index"), "get_image_features", "pixel_values", ("image_",)),
+    (("video_token_id", "video_token_index"), "get_video_features", "pixel_values_videos", ("video_",)),
+    (("audio_token_id", "audio_token_index"), "get_audio_features", "input_features", ("audio_", "feature_")),
+)
+
+
+def _feature_rows(model: Any, method: str, inputs: dict[str, Any], main: str, prefixes: tuple[str, ...]) -> int | None:
+    """How many embedding rows the model's ``method`` yields for these inputs (None if unknown)."""
+    import torch
+
+    function = getattr(model, method, None)
+    if function is None or main not in inputs:
+        return None
+    accepted = inspect.signature(function).parameters
+    kwargs = {k: v for k, v in inputs.items() if k == main or (k.startswith(prefixes) and k in accepted)}
+    try:
+        with torch.no_grad():
+            output = function(**kwargs)
+    except Exception:
+        return None
+    if hasattr(output, "keys"):
+        pooled = output.get("pooler_output") if "pooler_output" in output.keys() else None
+        output = pooled if pooled is not None else output.get("last_hidden_state", output.to_tuple()[0])
+    found = [t for t in _flat_tensors(output)]
+    width = getattr(_text_config(model.config), "hidden_size", None)
+    if not found or not width:
+        return None
+    total = sum(t.numel() for t in found)
+    return total // width if total % width == 0 else None
+
+
+def _flat_tensors(value: Any) -> list[Any]:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat_tensors(v)]
+    return []
+
+
+def _patch_grid(config: Any, batch: int, generator: Any) -> tuple[Any, Any]:
+    """Flattened patches and their (t, h, w) grid, for models that take images as patch rows."""
+    import torch
+
+    patch = _find(config, "patch_size", default=2)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    temporal = _find(config, "temporal_patch_size", default=1) or 1
+    merge = _find(config, "spatial_merge_size", "merge_size", default=1) or 1
+    channels = _find(config, "in_channels", "num_channels", "in_chans", default=3)
+    side = 2 * merge
+    grid = torch.tensor([[1, side, side]] * batch)
+    rows = batch * side * side
+    return torch.rand(rows, channels * temporal * patch * patch, generator=generator), grid
+
+
 def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[str, Any]:
     """Inputs for ``model.forward`` shaped by its signature and config (on the model's device)."""
     import torch
@@ -289,33 +423,69 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     hints = model_entry(record.model_type).get("inputs", {})
     batch, seq_len = hints.get("batch", BATCH), hints.get("seq_len", SEQ_LEN)
     params = inspect.signature(model.forward).parameters
+    required = _required(params)
     generator = torch.Generator().manual_seed(seed)
     main = getattr(model, "main_input_name", "input_ids")
     inputs: dict[str, Any] = {}
+    reserved = _special_ids(config)
 
     def ids(vocab: int, length: int) -> Any:
-        # Skip the lowest ids, where special tokens usually live.
+        # Skip the lowest ids, where special tokens usually live, and every reserved id.
         low = min(4, max(vocab - 1, 0))
-        return torch.randint(low, max(vocab, low + 1), (batch, length), generator=generator)
+        out = torch.randint(low, max(vocab, low + 1), (batch, length), generator=generator)
+        free = [i for i in range(low, vocab) if i not in reserved] or [low]
+        for token in reserved:
+            out[out == token] = free[token % len(free)]
+        return out
+
+    def wanted(name: str, *mains: str) -> bool:
+        return name in params and (main in (name, *mains) or name in required)
 
     text = _text_config(config)
     vocab = getattr(text, "vocab_size", None) or _find(config, "vocab_size", default=99)
-    if "input_ids" in params and (main == "input_ids" or record.category in ("text", "multimodal")):
+    if "input_ids" in params and (
+        main == "input_ids" or "input_ids" in required or record.category in ("text", "multimodal")
+    ):
         inputs["input_ids"] = ids(vocab, seq_len)
-        if "attention_mask" in params:
-            inputs["attention_mask"] = torch.ones(batch, seq_len, dtype=torch.long)
+        eos = getattr(text, "eos_token_id", None)
+        eos = eos[0] if isinstance(eos, list) and eos else eos
+        if isinstance(eos, int) and 0 <= eos < vocab and eos != getattr(text, "pad_token_id", None):
+            # Sequence classification of encoder-decoders reads the last end-of-sequence token.
+            inputs["input_ids"][:, -1] = eos
+    grid_key = next((k for k in ("image_grid_thw", "grid_thw") if k in params), None)
     if "pixel_values" in params and (main == "pixel_values" or record.category in ("vision", "multimodal")):
-        channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
-        height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
-        inputs["pixel_values"] = torch.rand(batch, channels, height, width, generator=generator)
+        if grid_key:
+            inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
+        else:
+            channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
+            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
+            inputs["pixel_values"] = torch.rand(batch, channels, height, width, generator=generator)
+    elif main == "hidden_states" and grid_key:
+        inputs["hidden_states"], inputs[grid_key] = _patch_grid(config, batch, generator)
+    if wanted("pixel_values_videos"):
+        if "video_grid_thw" in params:
+            inputs["pixel_values_videos"], inputs["video_grid_thw"] = _patch_grid(config, batch, generator)
+        else:
+            channels = _find(config, "num_channels", "in_channels", default=3)
+            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
+            frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
+            frames = min(frames, 8)
+            inputs["pixel_values_videos"] = torch.rand(
+                batch, frames, channels, height, width, generator=generator
+            )
     if "input_values" in params and main == "input_values":
         samples = hints.get("audio_samples", AUDIO_SAMPLES)
-        inputs["input_values"] = torch.randn(batch, samples, generator=generator)
-    if "input_features" in params and main == "input_features":
+        channels = _find(config, "audio_channels", default=1)
+        shape = (batch, channels, samples) if channels > 1 or "input_values" in _three_d_audio(model) else (batch, samples)
+        inputs["input_values"] = torch.randn(*shape, generator=generator)
+    if "input_features" in params and (main == "input_features" or "input_features" in required):
         bins = _find(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
         frames = hints.get("frames") or 2 * (_find(config, "max_source_positions", default=32) or 32)
         inputs["input_features"] = torch.randn(batch, bins, frames, generator=generator)
-    if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False):
+    _time_series_inputs(config, params, required, main, inputs, batch, generator)
+    if "decoder_input_ids" in params and (
+        getattr(config, "is_encoder_decoder", False) or "decoder_input_ids" in required
+    ):
         decoder_vocab = _find(config, "decoder_vocab_size", default=None) or vocab
         inputs["decoder_input_ids"] = ids(decoder_vocab, seq_len)
     head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
@@ -324,6 +494,10 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         for name in ("input_ids", "attention_mask"):
             if name in inputs:
                 inputs[name] = inputs[name].unsqueeze(1).expand(-1, 2, -1).contiguous()
+    elif "input_ids" in inputs:
+        _insert_placeholders(model, inputs, params)
+    if "input_ids" in inputs and "attention_mask" in params:
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if "use_cache" in params:
         # Hybrid and recurrent models build caches some of them cannot measure; a forward needs none.
         inputs["use_cache"] = False
@@ -333,6 +507,70 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
     device = next((p.device for p in model.parameters()), "cpu")
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+
+
+def _three_d_audio(model: Any) -> set[str]:
+    """Names of audio inputs the model reads as (batch, channels, samples)."""
+    try:
+        source = inspect.getsource(type(model).forward) + inspect.getsource(type(model))
+    except (OSError, TypeError):
+        return set()
+    return {"input_values"} if "channels, input_length = input_values.shape" in source else set()
+
+
+def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any) -> None:
+    """Put as many placeholder tokens in ``input_ids`` as the model yields feature rows."""
+    import torch
+
+    config = model.config
+    batch = inputs["input_ids"].shape[0]
+    blocks, kinds = [], []
+    for kind, (token_keys, method, main, prefixes) in enumerate(_PLACEHOLDERS, start=1):
+        token = next((getattr(config, k) for k in token_keys if isinstance(getattr(config, k, None), int)), None)
+        if token is None or main not in inputs:
+            continue
+        rows = _feature_rows(model, method, inputs, main, prefixes)
+        if rows and rows % batch == 0:
+            blocks.append(torch.full((batch, rows // batch), token, dtype=torch.long))
+            kinds.append(torch.full((batch, rows // batch), kind, dtype=torch.long))
+    if blocks:
+        ids = inputs["input_ids"]
+        inputs["input_ids"] = torch.cat([ids[:, :1], *blocks, ids[:, 1:]], dim=1)
+        if "mm_token_type_ids" in params:
+            # Which modality each position holds (0 text, 1 image, 2 video), for multimodal RoPE.
+            text = torch.zeros_like(ids)
+            inputs["mm_token_type_ids"] = torch.cat([text[:, :1], *kinds, text[:, 1:]], dim=1)
+
+
+def _time_series_inputs(
+    config: Any, params: Any, required: set[str], main: str, inputs: dict[str, Any], batch: int, generator: Any
+) -> None:
+    """Past (and future) values, time features and observed masks sized by the config."""
+    import torch
+
+    if "past_values" not in params or not ("past_values" in required or main == "past_values"):
+        return
+    context = getattr(config, "context_length", None) or 16
+    lags = getattr(config, "lags_sequence", None) or [0]
+    length = context + max(lags)
+    channels = getattr(config, "num_input_channels", None) or getattr(config, "input_size", None) or 1
+    shape = (batch, length, channels) if channels > 1 or hasattr(config, "num_input_channels") else (batch, length)
+    inputs["past_values"] = torch.randn(*shape, generator=generator)
+    time_features = getattr(config, "num_time_features", None)
+    if "past_time_features" in params and time_features is not None:
+        inputs["past_time_features"] = torch.randn(batch, length, time_features, generator=generator)
+    if "past_observed_mask" in params:
+        inputs["past_observed_mask"] = torch.ones(shape)
+    if "past_values_padding" in params:
+        inputs["past_values_padding"] = torch.zeros(batch, length, dtype=torch.long)
+    if "freq" in params:
+        inputs["freq"] = torch.zeros(batch, dtype=torch.long)
+    horizon = getattr(config, "prediction_length", None)
+    if getattr(config, "is_encoder_decoder", False) and horizon and "future_values" in params:
+        future = (batch, horizon, *shape[2:])
+        inputs["future_values"] = torch.randn(*future, generator=generator)
+        if "future_time_features" in params and time_features is not None:
+            inputs["future_time_features"] = torch.randn(batch, horizon, time_features, generator=generator)
 
 
 def _tensor_from_hint(hint: dict[str, Any], generator: Any) -> Any:
