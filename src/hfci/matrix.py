@@ -30,9 +30,10 @@ RESULTS_SCHEMA = "hfci-results/1"
 DURATIONS_SCHEMA = "hfci-durations/1"
 # GitHub refuses a matrix of more than 256 jobs.
 GITHUB_MAX_JOBS = 256
-# Seconds assumed for a case when nothing at all is recorded for its device. A constant, not a
-# setting: the planner and every job must agree on it or their shards would differ.
-DEFAULT_ESTIMATE = 5.0
+# Seconds assumed for a case when nothing at all is recorded for its device: about the mean of a
+# full CPU run (1576 cases, median 0.09 s, mean 0.41 s). A constant, not a setting: the planner
+# and every job must agree on it or their shards would differ.
+DEFAULT_ESTIMATE = 0.5
 
 Durations = dict[tuple[str, str], float]
 
