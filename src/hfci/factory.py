@@ -8,6 +8,7 @@ rules cannot know about one model type comes from ``data/models.toml``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
     for key, value in d.items():
         if _is_config_dict(value):
             value = shrink(value, rules)
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            # Per-layer or per-stage tables of settings shrink like configs.
+            value = {k: shrink(v, rules) for k, v in value.items()}
         elif key in derived and derived[key] in d:
             pass
         elif key in ints and isinstance(value, int) and not isinstance(value, bool) and value > ints[key]:
@@ -96,6 +100,8 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
         for key, value in out.items():
             if isinstance(value, list) and len(value) == layers_before:
                 out[key] = value[:layers_after]
+            elif isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
+                out[key] = {k: v for k, v in value.items() if int(k) < layers_after}
     return make_consistent(out)
 
 
@@ -150,6 +156,10 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
         for key in sorted(d):
             if key.endswith(("_token_id", "_token_index", "_token_ids")):
                 d[key] = _inside_vocab(d[key], vocab, taken)
+        for key in ("image_token_id", "image_token_index"):
+            if key in d and d[key] is None and any(_is_config_dict(v) for v in d.values()):
+                # A vision-language model without a placeholder id cannot place its image features.
+                d[key] = _inside_vocab(vocab, vocab, taken)
     return d
 
 
@@ -267,6 +277,7 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
     import torch
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()
     head = record.head(head_name)
     config = tiny_config(record)
     try:
@@ -481,13 +492,23 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     if "input_features" in params and (main == "input_features" or "input_features" in required):
         bins = _find(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
         frames = hints.get("frames") or 2 * (_find(config, "max_source_positions", default=32) or 32)
-        inputs["input_features"] = torch.randn(batch, bins, frames, generator=generator)
+        if _frames_first(record.processors.get("feature_extractor")):
+            inputs["input_features"] = torch.randn(batch, frames, bins, generator=generator)
+            mask_shape = (batch, frames)
+        else:
+            inputs["input_features"] = torch.randn(batch, bins, frames, generator=generator)
+            mask_shape = (batch, frames)
+        for name in ("input_features_mask", "feature_attention_mask"):
+            if name in required:
+                inputs[name] = torch.ones(mask_shape, dtype=torch.long)
     _time_series_inputs(config, params, required, main, inputs, batch, generator)
     if "decoder_input_ids" in params and (
         getattr(config, "is_encoder_decoder", False) or "decoder_input_ids" in required
     ):
         decoder_vocab = _find(config, "decoder_vocab_size", default=None) or vocab
         inputs["decoder_input_ids"] = ids(decoder_vocab, seq_len)
+    for name, value in hints.get("tensors", {}).items():
+        inputs[name] = _tensor_from_hint(value, generator)
     head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
     if head and "MODEL_FOR_MULTIPLE_CHOICE" in head.mappings:
         # Multiple choice reads (batch, choices, sequence).
@@ -501,12 +522,29 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     if "use_cache" in params:
         # Hybrid and recurrent models build caches some of them cannot measure; a forward needs none.
         inputs["use_cache"] = False
-    for name, value in hints.get("tensors", {}).items():
-        inputs[name] = _tensor_from_hint(value, generator)
     if main not in inputs and main in params:
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
     device = next((p.device for p in model.parameters()), "cpu")
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+
+
+@functools.cache
+def _frames_first(name: str | None) -> bool:
+    """Whether a feature extractor (built with its defaults) lays out (batch, frames, bins)."""
+    import numpy as np
+    import transformers
+
+    if not name:
+        return False
+    try:
+        extractor = getattr(transformers, name)()
+        rate = getattr(extractor, "sampling_rate", 16000)
+        wave = np.random.default_rng(SEED).standard_normal(rate // 2).astype("float32")
+        features = extractor(wave, sampling_rate=rate, return_tensors="np")["input_features"]
+    except Exception:
+        return False
+    size = getattr(extractor, "feature_size", None)
+    return features.ndim == 3 and features.shape[-1] == size and features.shape[1] != size
 
 
 def _three_d_audio(model: Any) -> set[str]:
@@ -524,18 +562,28 @@ def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any) -> Non
 
     config = model.config
     batch = inputs["input_ids"].shape[0]
-    blocks, kinds = [], []
+    blocks, kinds, position_mask = [], [], None
     for kind, (token_keys, method, main, prefixes) in enumerate(_PLACEHOLDERS, start=1):
         token = next((getattr(config, k) for k in token_keys if isinstance(getattr(config, k, None), int)), None)
-        if token is None or main not in inputs:
+        mask_name = f"{token_keys[0].split('_')[0]}_embeds_position_mask"
+        if main not in inputs or (token is None and mask_name not in params):
             continue
         rows = _feature_rows(model, method, inputs, main, prefixes)
-        if rows and rows % batch == 0:
+        if rows and rows % batch == 0 and token is None:
+            # No placeholder id: the model marks the feature positions with a mask instead.
+            filler = inputs["input_ids"][:, 1:2].expand(-1, rows // batch)
+            blocks.append(filler)
+            kinds.append(torch.ones((batch, rows // batch), dtype=torch.long))
+            position_mask = mask_name
+        elif rows and rows % batch == 0:
             blocks.append(torch.full((batch, rows // batch), token, dtype=torch.long))
             kinds.append(torch.full((batch, rows // batch), kind, dtype=torch.long))
     if blocks:
         ids = inputs["input_ids"]
         inputs["input_ids"] = torch.cat([ids[:, :1], *blocks, ids[:, 1:]], dim=1)
+        if position_mask:
+            text = torch.zeros_like(ids)
+            inputs[position_mask] = torch.cat([text[:, :1], *kinds, text[:, 1:]], dim=1)
         if "mm_token_type_ids" in params:
             # Which modality each position holds (0 text, 1 image, 2 video), for multimodal RoPE.
             text = torch.zeros_like(ids)
