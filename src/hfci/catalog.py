@@ -283,7 +283,7 @@ def _evaluate(node: ast.AST, ns: dict[str, Any]) -> Any:
         return tuple(_evaluate(e, ns) for e in node.elts)
     if isinstance(node, ast.Dict):
         out: dict[Any, Any] = {}
-        for key, value in zip(node.keys, node.values):
+        for key, value in zip(node.keys, node.values, strict=True):
             if key is None:
                 out.update(_evaluate(value, ns))
             else:
@@ -640,7 +640,9 @@ def build_catalog(ns: Mapping[str, Any], root: Path, version: str) -> Catalog:
     # A mapping can name a class that its module does not define (an upstream slip); such a head
     # cannot be built, so it is left out and reported instead.
     defined = defined_classes(root)
-    dangling = sorted({c for table in mappings.values() for v in table.values() for c in _as_tuple(v)} - defined)
+    dangling = sorted(
+        {c for table in mappings.values() for v in table.values() for c in _as_tuple(v)} - defined
+    )
     mappings = {
         key: {t: tuple(c for c in _as_tuple(v) if c in defined) for t, v in table.items()}
         for key, table in mappings.items()

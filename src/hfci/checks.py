@@ -146,12 +146,21 @@ def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
     config = case.model.generation_config
     pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
     extra = {}
-    if case.model.config.is_encoder_decoder and config.decoder_start_token_id is None and config.bos_token_id is None:
+    if (
+        case.model.config.is_encoder_decoder
+        and config.decoder_start_token_id is None
+        and config.bos_token_id is None
+    ):
         # T5-style models start decoding from the pad token; their tiny configs may not say so.
         extra["decoder_start_token_id"] = pad if pad is not None else 0
     with torch.inference_mode():
         output = case.model.generate(
-            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad, **extra
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            **extra,
         )
     sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
     if sequences is None:
@@ -166,9 +175,6 @@ def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
     )
     if sequences.shape[-1] < prompt + new_tokens:
         raise CheckFailed(f"generated length {sequences.shape[-1]} < prompt {prompt} + {new_tokens}")
-
-
-
 
 
 def check_pipeline(case: TinyCase) -> None:

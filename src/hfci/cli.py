@@ -71,7 +71,16 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Run the model suite under pytest-xdist; the plugin validates the selection and summarises."""
-    command = [sys.executable, "-m", "pytest", "--pyargs", "hfci.suite", "--run-model-tests", "-p", "no:cacheprovider"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--pyargs",
+        "hfci.suite",
+        "--run-model-tests",
+        "-p",
+        "no:cacheprovider",
+    ]
     for option in ("category", "family", "tier", "model", "device"):
         for value in getattr(args, option):
             command += [f"--{option}", value]
@@ -105,10 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.set_defaults(func=cmd_catalog)
 
     run = sub.add_parser(
-        "run", help="run the model tests (unknown options pass through to pytest)", description=cmd_run.__doc__
+        "run",
+        help="run the model tests (unknown options pass through to pytest)",
+        description=cmd_run.__doc__,
     )
     _add_selection(run)
-    run.add_argument("--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)")
+    run.add_argument(
+        "--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)"
+    )
     run.add_argument("--shard", help="INDEX/COUNT: run one shard of the selection, e.g. 3/8")
     run.add_argument("--workers", default="auto", help="pytest-xdist workers (0: none)")
     run.add_argument("--timeout", type=int, default=300, help="seconds before a hanging check fails")

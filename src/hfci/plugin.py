@@ -50,9 +50,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tier", action="append", default=[], help=f"one of {', '.join(TIERS)}")
     group.addoption("--family", action="append", default=[], help="e.g. encoder-only, vision-encoder")
     group.addoption("--model", action="append", default=[], help="a model type, e.g. xlm-roberta")
-    group.addoption("--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)")
+    group.addoption(
+        "--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)"
+    )
     group.addoption("--shard", default=None, help="run only shard INDEX/COUNT of the selection, e.g. 3/8")
     group.addoption("--results-dir", default="results", help="where results-<device>.json is written")
+    group.addoption("--baselines-dir", default="baselines", help="where baselines/<fingerprint>.json live")
+    group.addoption(
+        "--baseline-tolerance", type=float, default=0.20, help="allowed latency slowdown before a regression"
+    )
+    group.addoption("--memory-tolerance", type=float, default=0.05, help="allowed peak-memory growth")
+    group.addoption("--no-baseline-check", action="store_true", help="measure, but compare with no baseline")
+    group.addoption("--update-baselines", action="store_true", help="rewrite the baselines with this run")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,7 +96,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def _validate(config: pytest.Config) -> None:
     catalog = load_catalog()
     catalog.select(
-        config.getoption("category"), config.getoption("family"), config.getoption("tier"), config.getoption("model")
+        config.getoption("category"),
+        config.getoption("family"),
+        config.getoption("tier"),
+        config.getoption("model"),
     )
     if config.getoption("shard"):
         from hfci.matrix import parse_shard
@@ -112,7 +124,10 @@ def selected_cases(config: pytest.Config) -> list[CaseSpec]:
     """The cases of the selection on the chosen devices, cut to the shard if one is given."""
     catalog = load_catalog()
     records = catalog.select(
-        config.getoption("category"), config.getoption("family"), config.getoption("tier"), config.getoption("model")
+        config.getoption("category"),
+        config.getoption("family"),
+        config.getoption("tier"),
+        config.getoption("model"),
     )
     devices = config.stash[_STASH_DEVICE].split(",")
     specs = [CaseSpec(r, h.name, d) for d in devices for r in records if r.has_model for h in r.heads]
@@ -173,7 +188,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("hfci_case", params)
 
 
-_CHECK_ORDER = ("forward", "determinism", "save_load", "generate", "pipeline")
+_CHECK_ORDER = ("forward", "determinism", "save_load", "benchmark", "generate", "pipeline")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -278,12 +293,41 @@ def _outcome(report: pytest.TestReport) -> str:
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    meta = dict(report.user_properties).get("hfci")
+    properties = dict(report.user_properties)
+    meta = properties.get("hfci")
     if not meta or not _should_record(report):
         return
     records = _records_of(report)
     if records is not None:
-        records.append(Record(**meta, outcome=_outcome(report), duration=report.duration, reason=_reason(report)))
+        records.append(
+            Record(
+                **meta,
+                outcome=_outcome(report),
+                duration=report.duration,
+                reason=_reason(report),
+                metrics=properties.get("hfci_metrics"),
+            )
+        )
+
+
+# -- baselines ---------------------------------------------------------------------------------
+
+_BASELINES: dict[tuple[str, str], tuple[Any, str]] = {}
+
+
+def baseline_for(config: pytest.Config, device: str) -> tuple[Any, str]:
+    """This device's baseline (or None) and the note saying which, loaded once per process."""
+    from hfci import baselines
+    from hfci.devices import fingerprint
+
+    directory = config.getoption("baselines_dir")
+    key = (directory, device)
+    if key not in _BASELINES:
+        if config.getoption("no_baseline_check"):
+            _BASELINES[key] = (None, "baseline check off (--no-baseline-check)")
+        else:
+            _BASELINES[key] = baselines.find(fingerprint(device), Path(directory))
+    return _BASELINES[key]
 
 
 _CONFIG: list[pytest.Config] = []
@@ -312,12 +356,38 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     records: list[Record] = config.stash.get(_STASH_RECORDS, [])
     if not records:
         return
-    from hfci import __version__
+    from hfci import __version__, baselines
     from hfci.devices import describe, fingerprint
 
     terminalreporter.section("hfci model summary")
-    terminalreporter.write_line(summary(records))
-    for device in sorted({r.device for r in records}):
+    devices = sorted({r.device for r in records})
+    fresh: list[Record] = []
+    notes = []
+    for device in devices:
+        try:
+            baseline, note = baseline_for(config, device)
+        except baselines.BaselineError as error:
+            baseline, note = None, f"baseline unusable: {error}"
+        notes.append(f"{device}: {note}")
+        fresh += baselines.new_failures(baseline, [r for r in records if r.device == device])
+    terminalreporter.write_line(summary(records, new_failures=fresh))
+    for line in notes:
+        terminalreporter.write_line(line)
+    for device in devices:
+        mine = [r for r in records if r.device == device]
         meta = {"fingerprint": fingerprint(device), "environment": describe(device), "hfci": __version__}
-        path = write_results(Path(config.getoption("results_dir")), device, [r for r in records if r.device == device], meta)
+        path = write_results(Path(config.getoption("results_dir")), device, mine, meta)
         terminalreporter.write_line(f"results: {path}")
+        if config.getoption("update_baselines"):
+            target = baselines.path_for(fingerprint(device), Path(config.getoption("baselines_dir")))
+            merged = baselines.merge(baselines.load(target), mine, describe(device), fingerprint(device))
+            terminalreporter.write_line(f"baseline updated: {baselines.write(target, merged)}")
+    if fresh:
+        config._hfci_new_failures = len(fresh)  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A check that passed in the baseline and fails now fails the run, whatever else happened.
+    if getattr(session.config, "_hfci_new_failures", 0) and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

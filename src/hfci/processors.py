@@ -120,7 +120,11 @@ def _audio_text(model: Any, record: ModelRecord) -> dict[str, Any]:
 
 
 def _is_list_of_dicts(result: Any, *keys: str) -> bool:
-    return isinstance(result, list) and bool(result) and all(isinstance(r, dict) and set(keys) <= r.keys() for r in result)
+    return (
+        isinstance(result, list)
+        and bool(result)
+        and all(isinstance(r, dict) and set(keys) <= r.keys() for r in result)
+    )
 
 
 def _waveform() -> Any:
@@ -132,9 +136,13 @@ def _waveform() -> Any:
 RECIPES: dict[str, Recipe] = {
     "feature-extraction": Recipe(_text, lambda p, m: p(_words(5)), lambda r: isinstance(r, list) and bool(r)),
     "fill-mask": Recipe(
-        _text, lambda p, m: p(f"{_words(3)} [MASK] {_words(2)}", top_k=2), lambda r: _is_list_of_dicts(r, "score", "token")
+        _text,
+        lambda p, m: p(f"{_words(3)} [MASK] {_words(2)}", top_k=2),
+        lambda r: _is_list_of_dicts(r, "score", "token"),
     ),
-    "text-classification": Recipe(_text, lambda p, m: p(_words(6)), lambda r: _is_list_of_dicts(r, "label", "score")),
+    "text-classification": Recipe(
+        _text, lambda p, m: p(_words(6)), lambda r: _is_list_of_dicts(r, "label", "score")
+    ),
     "token-classification": Recipe(_text, lambda p, m: p(_words(6)), lambda r: isinstance(r, list)),
     "text-generation": Recipe(
         _text,
@@ -148,7 +156,10 @@ RECIPES: dict[str, Recipe] = {
         ("pixel_values",),
     ),
     "image-feature-extraction": Recipe(
-        _vision, lambda p, m: p(_image(*_vision_size(m))), lambda r: isinstance(r, list) and bool(r), ("pixel_values",)
+        _vision,
+        lambda p, m: p(_image(*_vision_size(m))),
+        lambda r: isinstance(r, list) and bool(r),
+        ("pixel_values",),
     ),
     "audio-classification": Recipe(
         _audio,
@@ -169,9 +180,13 @@ def pick_task(tasks: tuple[str, ...], model: Any) -> str:
     """The first of a head's tasks with an offline recipe for what the model reads."""
     main = getattr(model, "main_input_name", "input_ids")
     # An encoder-decoder's base model needs decoder inputs no feature-extraction pipeline gives.
-    seq2seq_base = getattr(model.config, "is_encoder_decoder", False) and type(model).__name__.endswith("Model")
+    seq2seq_base = getattr(model.config, "is_encoder_decoder", False) and type(model).__name__.endswith(
+        "Model"
+    )
     # A multimodal base model needs every modality at once; a one-modality pipeline cannot feed it.
-    multimodal_base = type(model).__name__.endswith("Model") and getattr(model, "_hfci_category", "") == "multimodal"
+    multimodal_base = (
+        type(model).__name__.endswith("Model") and getattr(model, "_hfci_category", "") == "multimodal"
+    )
     for task in tasks:
         recipe = RECIPES.get(task)
         generic = task in ("feature-extraction", "image-feature-extraction")

@@ -31,6 +31,7 @@ class Record:
     reason: str = ""
     category: str = ""
     tier: str = ""
+    metrics: dict[str, Any] | None = None
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> Path:
@@ -55,7 +56,10 @@ def write_results(directory: Path, device: str, records: Sequence[Record], meta:
         "schema": SCHEMA,
         "device": device,
         **meta,
-        "records": [{k: (round(v, 4) if k == "duration" else v) for k, v in asdict(r).items()} for r in ordered],
+        "records": [
+            {k: (round(v, 4) if k == "duration" else v) for k, v in asdict(r).items() if v is not None}
+            for r in ordered
+        ],
     }
     return write_json_atomic(directory / f"results-{device}.json", payload)
 
@@ -74,9 +78,27 @@ def case_durations(records: Iterable[Record]) -> dict[str, float]:
     return dict(totals)
 
 
-def summary(records: Sequence[Record], slowest: int = 10) -> str:
-    """Failures first, then newly fixed known failures, counts, skip reasons, the slowest cases."""
+def verdicts(records: Iterable[Record], kind: str) -> list[tuple[Record, str]]:
+    """(record, detail) of every performance verdict of one kind ('regression', 'improvement')."""
+    return [
+        (r, v["detail"]) for r in records for v in (r.metrics or {}).get("verdicts", []) if v["kind"] == kind
+    ]
+
+
+def summary(records: Sequence[Record], slowest: int = 10, new_failures: Sequence[Record] = ()) -> str:
+    """New failures and regressions first, then failures, fixes, counts, skip reasons, slowest cases."""
     lines: list[str] = []
+    if new_failures:
+        lines.append(f"NEW FAILURES against the baseline ({len(new_failures)}):")
+        lines += [f"  {r.case} [{r.device}] {r.check}: {r.reason[:160]}" for r in new_failures[:50]]
+    regressions = verdicts(records, "regression")
+    if regressions:
+        lines.append(f"REGRESSIONS ({len(regressions)}):")
+        lines += [f"  {r.case} [{r.device}] {detail}" for r, detail in regressions[:50]]
+    improvements = verdicts(records, "improvement")
+    if improvements:
+        lines.append(f"improvements ({len(improvements)}):")
+        lines += [f"  {r.case} [{r.device}] {detail}" for r, detail in improvements[:20]]
     failed = [r for r in records if r.outcome == "failed"]
     if failed:
         lines.append(f"FAILED ({len(failed)}):")

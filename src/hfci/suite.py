@@ -33,6 +33,48 @@ def test_save_load(hfci_case: CaseSpec) -> None:
     checks.check_save_load(built_case(hfci_case), reference_output(hfci_case))
 
 
+def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
+    """Latency, peak memory and throughput, compared with the device's baseline."""
+    from hfci import bench
+    from hfci.plugin import baseline_for
+
+    case = built_case(hfci_case)
+    config = request.config
+
+    def forward():
+        return case.model(**case.inputs)
+
+    batch = next(iter(case.inputs.values())).shape[0]
+    measurement = bench.measure(forward, hfci_case.device, batch, hfci_case.case)
+    baseline, _ = baseline_for(config, hfci_case.device)
+    stored = ((baseline or {}).get("cases", {}).get(hfci_case.case) or {}).get("perf")
+    found = []
+    if stored:
+        latency = bench.compare_latency(stored, measurement, config.getoption("baseline_tolerance"))
+        if latency.kind == "regression":
+            # A regression must survive an immediate re-measure: one noisy burst is not one.
+            measurement = bench.measure(forward, hfci_case.device, batch, hfci_case.case)
+            latency = bench.compare_latency(stored, measurement, config.getoption("baseline_tolerance"))
+        memory = bench.compare_memory(stored, measurement, config.getoption("memory_tolerance"))
+        found = [v for v in (latency, memory) if v.kind != "unchanged"]
+    request.node.user_properties.append(
+        (
+            "hfci_metrics",
+            {
+                "perf": measurement.to_dict(),
+                "changed": not stored or bool(found),
+                "verdicts": [{"kind": v.kind, "metric": v.metric, "detail": v.detail} for v in found],
+            },
+        )
+    )
+    regressions = [v for v in found if v.kind == "regression"]
+    if regressions and not config.getoption("update_baselines"):
+        pytest.fail(
+            "performance regression: " + "; ".join(f"{v.metric} {v.detail}" for v in regressions),
+            pytrace=False,
+        )
+
+
 def test_generate(hfci_case: CaseSpec) -> None:
     """Generative heads produce greedy tokens of the right shape."""
     _run(checks.check_generate, built_case(hfci_case))

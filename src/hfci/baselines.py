@@ -1,0 +1,153 @@
+"""Baselines: one file per device fingerprint with every case's checks, duration and performance.
+
+A refresh only moves what changed: a case's performance entry is rewritten when the new
+measurement differs clearly from the stored one (or none is stored), its duration when it moved
+by more than half. So an unchanged run leaves the file, and its diff, almost untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hfci.catalog import CatalogError
+from hfci.results import Record, write_json_atomic
+
+SCHEMA = "hfci-baseline/1"
+DEFAULT_DIR = Path("baselines")
+DURATION_CHANGE = 0.5
+
+
+class BaselineError(CatalogError):
+    """A baseline file that cannot be used; never overwritten."""
+
+
+def path_for(fingerprint: str, directory: Path = DEFAULT_DIR) -> Path:
+    return Path(directory) / f"{fingerprint}.json"
+
+
+def hardware_of(fingerprint: str) -> str:
+    """The part of a fingerprint that names the hardware (versions cut off)."""
+    return fingerprint.split("-torch", 1)[0]
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    """A baseline file, or None if there is none. A corrupt or unknown file is an error."""
+    if not path.exists():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BaselineError(
+            f"{path}: not a readable baseline ({error}); fix or delete it, hfci will not overwrite it"
+        ) from None
+    if (
+        not isinstance(payload, dict)
+        or payload.get("schema") != SCHEMA
+        or not isinstance(payload.get("cases"), dict)
+    ):
+        found = payload.get("schema") if isinstance(payload, dict) else type(payload).__name__
+        raise BaselineError(f"{path}: unknown baseline format {found!r}; expected schema {SCHEMA!r}")
+    return payload
+
+
+def find(fingerprint: str, directory: Path = DEFAULT_DIR) -> tuple[dict[str, Any] | None, str]:
+    """The baseline to compare with, and a note saying which one (or why none).
+
+    The exact fingerprint first; else the newest file of the same hardware with other library
+    versions (that comparison is the point of a transformers upgrade); never other hardware.
+    """
+    exact = load(path_for(fingerprint, directory))
+    if exact is not None:
+        return exact, f"baseline {path_for(fingerprint, directory)}"
+    same_hardware = sorted(
+        (p for p in Path(directory).glob("*.json") if hardware_of(p.stem) == hardware_of(fingerprint)),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if same_hardware:
+        chosen = same_hardware[-1]
+        return load(chosen), f"baseline {chosen} (same hardware, other library versions)"
+    others = sorted(p.stem for p in Path(directory).glob("*.json"))
+    listed = f"; baselines exist only for: {', '.join(others)}" if others else ""
+    return None, f"no baseline for {fingerprint}: comparison skipped{listed}"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def merge(
+    baseline: Mapping[str, Any] | None,
+    records: Iterable[Record],
+    environment: Mapping[str, Any],
+    fingerprint: str,
+) -> dict[str, Any]:
+    """The baseline updated with one run's records; cases the run did not touch are kept."""
+    from hfci import __version__
+
+    cases: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (baseline or {}).get("cases", {}).items()}
+    durations: dict[str, float] = {}
+    for record in records:
+        entry = cases.setdefault(record.case, {})
+        entry.setdefault("checks", {})
+        entry["checks"] = {**entry["checks"], record.check: record.outcome}
+        durations[record.case] = durations.get(record.case, 0.0) + record.duration
+        perf = (record.metrics or {}).get("perf")
+        if perf and (record.metrics or {}).get("changed", True):
+            entry["perf"] = perf
+    for case, seconds in durations.items():
+        old = cases[case].get("duration")
+        if not old or abs(seconds - old) / old > DURATION_CHANGE:
+            cases[case]["duration"] = round(seconds, 2)
+    return {
+        "schema": SCHEMA,
+        "fingerprint": fingerprint,
+        "environment": {
+            **environment,
+            "hfci": __version__,
+            "date": _dt.date.today().isoformat(),
+            "commit": _git_commit(),
+        },
+        "cases": dict(sorted(cases.items())),
+    }
+
+
+def write(path: Path, payload: Mapping[str, Any]) -> Path:
+    """Atomically, with sorted keys; refuses to replace a file it cannot read."""
+    load(path)
+    return write_json_atomic(path, payload)
+
+
+def new_failures(baseline: Mapping[str, Any] | None, records: Iterable[Record]) -> list[Record]:
+    """Checks that passed in the baseline and fail now."""
+    if not baseline:
+        return []
+    cases = baseline.get("cases", {})
+    return [
+        r
+        for r in records
+        if r.outcome == "failed" and cases.get(r.case, {}).get("checks", {}).get(r.check) == "passed"
+    ]
+
+
+def newly_fixed(baseline: Mapping[str, Any] | None, records: Iterable[Record]) -> list[Record]:
+    """Checks that failed in the baseline and pass now."""
+    if not baseline:
+        return []
+    cases = baseline.get("cases", {})
+    return [
+        r
+        for r in records
+        if r.outcome in ("passed", "xpassed")
+        and cases.get(r.case, {}).get("checks", {}).get(r.check) in ("failed", "xfailed")
+    ]

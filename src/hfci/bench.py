@@ -1,0 +1,267 @@
+"""Bench: the timing and memory protocol, and the statistics that compare two measurements.
+
+Shared runners drift between jobs, so a latency is stored with a reference workload timed in the
+same process, interleaved with the case: the ratio of the two medians is what carries across
+jobs. A regression must be beyond tolerance, statistically clear (Mann-Whitney U) and survive a
+re-measure; memory (near-deterministic) gets its own, tighter tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+WARMUP = 3
+REPEATS = 21
+THREADS = 1
+# One-sided p-value below which a slowdown counts as statistically clear.
+ALPHA = 0.01
+SLOWDOWN_ENV = "HFCI_TEST_SLOWDOWN"
+
+
+@dataclass
+class Measurement:
+    """Latency samples of a case and of the reference workload, taken interleaved."""
+
+    samples: list[float]
+    reference: list[float]
+    batch: int
+    peak_memory: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def ratio(self) -> float:
+        return self.median / statistics.median(self.reference)
+
+    @property
+    def normalised(self) -> list[float]:
+        """Each sample divided by the reference median: comparable across runs of one machine kind."""
+        ref = statistics.median(self.reference)
+        return [s / ref for s in self.samples]
+
+    @property
+    def throughput(self) -> float:
+        return self.batch / self.median
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "latency": latency_stats(self.samples),
+            "reference": latency_stats(self.reference),
+            "ratio": sig(self.ratio),
+            "samples": [sig(s, 3) for s in self.normalised],
+            "throughput": sig(self.throughput),
+            "peak_memory": self.peak_memory,
+        }
+
+
+def sig(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits: stable text, no float noise in diffs."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return q[0], q[1], q[2]
+
+
+def latency_stats(samples: Sequence[float]) -> dict[str, float]:
+    q1, median, q3 = quartiles(samples)
+    return {"median": sig(median), "iqr": sig(q3 - q1), "n": len(samples)}
+
+
+def mann_whitney_greater(a: Sequence[float], b: Sequence[float]) -> float:
+    """One-sided p-value that ``a`` tends to be larger than ``b`` (normal approximation, ties corrected)."""
+    n1, n2 = len(a), len(b)
+    if not n1 or not n2:
+        return 1.0
+    ranked = sorted([(v, 0) for v in a] + [(v, 1) for v in b])
+    ranks = [0.0] * len(ranked)
+    tie_term = 0.0
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[k] = (i + j) / 2 + 1
+        t = j - i + 1
+        tie_term += t**3 - t
+        i = j + 1
+    r1 = sum(r for r, (_, group) in zip(ranks, ranked, strict=True) if group == 0)
+    u1 = r1 - n1 * (n1 + 1) / 2
+    n = n1 + n2
+    variance = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1)))
+    if variance <= 0:
+        return 1.0 if u1 <= n1 * n2 / 2 else 0.0
+    z = (u1 - n1 * n2 / 2 - 0.5) / math.sqrt(variance)
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def slowdowns(env: str | None = None) -> dict[str, float]:
+    """Test-only: ``HFCI_TEST_SLOWDOWN="bert/ForMaskedLM=1.5,gpt2/Model=1.5"`` slows those cases."""
+    text = os.environ.get(SLOWDOWN_ENV, "") if env is None else env
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        case, _, factor = item.rpartition("=")
+        out[case] = float(factor)
+    return out
+
+
+def _synchronize(device: str) -> Callable[[], None]:
+    import torch
+
+    module = getattr(torch, device, None)
+    sync = getattr(module, "synchronize", None) if device != "cpu" else None
+    return sync or (lambda: None)
+
+
+def reference_workload(device: str = "cpu") -> Callable[[], None]:
+    """A fixed matmul chain of about a tiny model's cost, on the same device."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 96, generator=generator).to(device)
+
+    def run() -> None:
+        y = x
+        for _ in range(6):
+            y = torch.tanh(y @ x)
+
+    return run
+
+
+def _timed(fn: Callable[[], Any], sync: Callable[[], None], stretch: float = 1.0) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    elapsed = time.perf_counter() - start
+    if stretch > 1.0:
+        # Busy-wait rather than sleep: a slowed case must look like real work to the timer.
+        until = time.perf_counter() + elapsed * (stretch - 1.0)
+        while time.perf_counter() < until:
+            pass
+        elapsed = time.perf_counter() - start
+    return elapsed
+
+
+def measure(
+    forward: Callable[[], Any],
+    device: str,
+    batch: int,
+    case: str = "",
+    repeats: int = REPEATS,
+    warmup: int = WARMUP,
+) -> Measurement:
+    """Warm up, then time ``repeats`` forwards, each right after one reference run."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        reference = reference_workload(device)
+        sync = _synchronize(device)
+        stretch = slowdowns().get(case, 1.0)
+        with torch.inference_mode():
+            for _ in range(warmup):
+                forward()
+                reference()
+            samples, refs = [], []
+            for _ in range(repeats):
+                refs.append(_timed(reference, sync))
+                samples.append(_timed(forward, sync, stretch))
+        return Measurement(samples, refs, batch, peak_memory(forward, device))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def peak_memory(forward: Callable[[], Any], device: str) -> int | None:
+    """Peak bytes allocated by torch during one forward.
+
+    CUDA: the caching allocator's peak after a reset. CPU: torch's profiler records every
+    allocation and free of its CPU allocator (tracemalloc sees none of them); the peak of their
+    running sum over the forward is the figure.
+    """
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        with torch.inference_mode():
+            forward()
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated() - before)
+    if device != "cpu":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, torch.inference_mode():
+        forward()
+    steps = []
+    for event in prof.events():
+        if event.name == "[memory]":
+            steps.append((event.time_range.start, event.cpu_memory_usage))
+        elif event.self_cpu_memory_usage:
+            usage = event.self_cpu_memory_usage
+            steps.append((event.time_range.start if usage > 0 else event.time_range.end, usage))
+    live = peak = 0
+    for _, usage in sorted(steps):
+        live += usage
+        peak = max(peak, live)
+    return int(peak)
+
+
+# -- comparison --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one comparison found: 'regression', 'improvement' or 'unchanged', and why."""
+
+    kind: str
+    metric: str
+    detail: str
+
+
+def compare_latency(
+    baseline: dict[str, Any], new: Measurement, tolerance: float, alpha: float = ALPHA
+) -> Verdict:
+    """Reference-normalised medians beyond tolerance AND a clear Mann-Whitney U difference."""
+    old_samples = baseline.get("samples") or []
+    old_ratio = baseline.get("ratio")
+    if not old_samples or not old_ratio:
+        return Verdict("unchanged", "latency", "no baseline samples")
+    change = new.ratio / old_ratio - 1
+    p_slower = mann_whitney_greater(new.normalised, old_samples)
+    p_faster = mann_whitney_greater(old_samples, new.normalised)
+    detail = f"ratio {old_ratio:.3g} -> {new.ratio:.3g} ({change:+.0%}), p={min(p_slower, p_faster):.2g}"
+    if change > tolerance and p_slower < alpha:
+        return Verdict("regression", "latency", detail)
+    if change < -tolerance and p_faster < alpha:
+        return Verdict("improvement", "latency", detail)
+    return Verdict("unchanged", "latency", detail)
+
+
+def compare_memory(baseline: dict[str, Any], new: Measurement, tolerance: float) -> Verdict:
+    old, now = baseline.get("peak_memory"), new.peak_memory
+    if not old or now is None:
+        return Verdict("unchanged", "memory", "no baseline memory")
+    change = now / old - 1
+    detail = f"peak {old} -> {now} bytes ({change:+.1%})"
+    if change > tolerance:
+        return Verdict("regression", "memory", detail)
+    if change < -tolerance:
+        return Verdict("improvement", "memory", detail)
+    return Verdict("unchanged", "memory", detail)
