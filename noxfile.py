@@ -68,6 +68,29 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def coverage(session: nox.Session) -> None:
+    """Framework tests and the critical tier's model tests under coverage (branch), with reports."""
+    install(session)
+    session.run("coverage", "erase")
+    cov = ["--cov=hfci", "--cov-branch", "--cov-append", "--cov-report="]
+    session.run("pytest", "tests", "-n", "auto", *cov, env=OFFLINE)
+    session.run(
+        "pytest", "--pyargs", "hfci.suite", "--run-model-tests", "--tier", "critical", "--device", "cpu",
+        "-n", "auto", "--dist", "loadgroup", "--no-baseline-check", *cov, *session.posargs, env=OFFLINE,
+    )
+    session.run("coverage", "report")
+    session.run("coverage", "html")
+    session.run("coverage", "xml")
+
+
+@nox.session
+def update_baselines(session: nox.Session) -> None:
+    """Re-measure every case on each device present and rewrite baselines/<fingerprint>.json."""
+    install(session)
+    session.run("hfci", "run", "--update-baselines", *session.posargs, env=OFFLINE)
+
+
+@nox.session
 @nox.parametrize("torch", [nox.param(True, id="torch"), nox.param(False, id="no-torch")])
 def bench_catalog(session: nox.Session, torch: bool) -> None:
     """Cold `hfci catalog`/`hfci matrix` time, in a venv with torch and in one without."""

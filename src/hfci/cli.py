@@ -128,9 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", default="results", help="where results-<device>.json goes")
     run.set_defaults(func=cmd_run, passthrough=True)
 
-    from hfci import matrix  # the matrix command registers its own arguments
+    # Each of these modules registers its own command and arguments.
+    from hfci import baselines_cli, matrix, report
 
     matrix.add_command(sub)
+    report.add_command(sub)
+    baselines_cli.add_command(sub)
     return parser
 
 
