@@ -1,0 +1,151 @@
+"""Baseline files: format, refusal to overwrite what cannot be read, merging and refreshing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hfci import baselines
+from hfci.baselines_cli import merge_into
+from hfci.results import Record
+
+FP = "cpu-some-cpu-torch2.13.0-transformers5.23.0"
+
+
+def rec(case: str, check: str, outcome: str, duration: float = 1.0, perf=None, changed=True) -> Record:
+    metrics = {"perf": perf, "changed": changed} if perf else None
+    model_type, head = case.split("/")
+    return Record(case, model_type, head, "cpu", check, outcome, duration, metrics=metrics)
+
+
+def test_merge_keeps_cases_of_other_shards():
+    first = baselines.merge(None, [rec("a/Model", "forward", "passed")], {"device": "cpu"}, FP)
+    both = baselines.merge(first, [rec("b/Model", "forward", "failed")], {"device": "cpu"}, FP)
+    assert set(both["cases"]) == {"a/Model", "b/Model"}
+    assert both["cases"]["b/Model"]["checks"] == {"forward": "failed"}
+    assert both["schema"] == baselines.SCHEMA and both["environment"]["hfci"]
+
+
+def test_unchanged_performance_is_not_rewritten():
+    old = {"ratio": 2.0, "samples": [2.0]}
+    base = baselines.merge(None, [rec("a/Model", "benchmark", "passed", perf=old)], {}, FP)
+    same = baselines.merge(
+        base, [rec("a/Model", "benchmark", "passed", 1.2, {"ratio": 2.1}, changed=False)], {}, FP
+    )
+    assert same["cases"]["a/Model"]["perf"] == old
+    assert same["cases"]["a/Model"]["duration"] == 1.0  # moved by 20 %: kept
+    moved = baselines.merge(
+        base, [rec("a/Model", "benchmark", "passed", 3.0, {"ratio": 3.0}, changed=True)], {}, FP
+    )
+    assert moved["cases"]["a/Model"]["perf"] == {"ratio": 3.0}
+    assert moved["cases"]["a/Model"]["duration"] == 3.0
+
+
+def test_new_failures_and_fixes():
+    base = baselines.merge(
+        None, [rec("a/Model", "forward", "passed"), rec("b/Model", "forward", "failed")], {}, FP
+    )
+    now = [rec("a/Model", "forward", "failed"), rec("b/Model", "forward", "passed")]
+    assert [r.case for r in baselines.new_failures(base, now)] == ["a/Model"]
+    assert [r.case for r in baselines.newly_fixed(base, now)] == ["b/Model"]
+    assert baselines.new_failures(None, now) == []
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"schema": "other/9", "cases": {}}', "[1, 2]"])
+def test_a_corrupt_file_is_an_error_and_is_never_overwritten(tmp_path, content):
+    path = tmp_path / f"{FP}.json"
+    path.write_text(content)
+    with pytest.raises(baselines.BaselineError, match=str(path)):
+        baselines.load(path)
+    with pytest.raises(baselines.BaselineError):
+        baselines.write(path, {"schema": baselines.SCHEMA, "cases": {}})
+    assert path.read_text() == content
+
+
+def test_written_atomically_with_sorted_keys(tmp_path):
+    path = tmp_path / f"{FP}.json"
+    payload = baselines.merge(
+        None, [rec("b/Model", "forward", "passed"), rec("a/Model", "forward", "passed")], {}, FP
+    )
+    baselines.write(path, payload)
+    text = path.read_text()
+    assert list(json.loads(text)["cases"]) == ["a/Model", "b/Model"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert baselines.load(path)["fingerprint"] == FP
+
+
+def test_find_never_crosses_hardware(tmp_path):
+    other = "cpu-another-cpu-torch2.13.0-transformers5.23.0"
+    baselines.write(tmp_path / f"{other}.json", baselines.merge(None, [], {}, other))
+    found, note = baselines.find(FP, tmp_path)
+    assert found is None
+    assert "comparison skipped" in note and other in note
+    older = "cpu-some-cpu-torch2.12.0-transformers5.22.0"
+    baselines.write(tmp_path / f"{older}.json", baselines.merge(None, [], {}, older))
+    found, note = baselines.find(FP, tmp_path)
+    assert found["fingerprint"] == older and "same hardware" in note
+    baselines.write(tmp_path / f"{FP}.json", baselines.merge(None, [], {}, FP))
+    found, _ = baselines.find(FP, tmp_path)
+    assert found["fingerprint"] == FP
+
+
+def test_merge_shard_files_into_one_per_fingerprint(tmp_path):
+    shards = []
+    for i, case in enumerate(("a/Model", "b/Model")):
+        path = tmp_path / f"shard{i}" / f"{FP}.json"
+        path.parent.mkdir()
+        baselines.write(path, baselines.merge(None, [rec(case, "forward", "passed")], {}, FP))
+        shards.append(path)
+    target = tmp_path / "baselines"
+    existing = baselines.merge(None, [rec("c/Model", "forward", "passed")], {}, FP)
+    baselines.write(target / f"{FP}.json", existing)
+    (written,) = merge_into(target, shards)
+    assert set(baselines.load(written)["cases"]) == {"a/Model", "b/Model", "c/Model"}
+
+
+def run_suite(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--pyargs",
+        "hfci.suite",
+        "--run-model-tests",
+        "-p",
+        "no:cacheprovider",
+    ]
+    command += [
+        "--model",
+        "bert",
+        "--device",
+        "cpu",
+        "-k",
+        "benchmark and (ForMaskedLM or ForTokenClassification)",
+    ]
+    command += [
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--baselines-dir",
+        str(tmp_path / "baselines"),
+        *args,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, **(env or {})}
+    )
+
+
+def test_a_slowed_case_is_flagged_and_no_other(tmp_path):
+    first = run_suite(tmp_path, "--update-baselines")
+    assert first.returncode == 0, first.stdout[-2000:]
+    assert "baseline updated" in first.stdout
+    slowed = run_suite(tmp_path, env={"HFCI_TEST_SLOWDOWN": "bert/ForMaskedLM=3"})
+    assert slowed.returncode == 1
+    assert "REGRESSIONS (1):" in slowed.stdout
+    assert "bert/ForMaskedLM [cpu] ratio" in slowed.stdout
+    assert "test_benchmark[bert/ForMaskedLM-cpu]" in slowed.stdout
+    assert "FAILED" in slowed.stdout and "ForTokenClassification-cpu] - " not in slowed.stdout

@@ -1,0 +1,103 @@
+"""The measurement protocol and the statistics that judge it."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from hfci import bench
+
+
+def test_mann_whitney_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(1)
+    a = [rng.gauss(1.1, 0.1) for _ in range(21)]
+    b = [rng.gauss(1.0, 0.1) for _ in range(21)]
+    ours = bench.mann_whitney_greater(a, b)
+    theirs = scipy_stats.mannwhitneyu(a, b, alternative="greater", method="asymptotic").pvalue
+    assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+def test_mann_whitney_extremes():
+    assert bench.mann_whitney_greater([2.0] * 10, [1.0] * 10) < 1e-4
+    assert bench.mann_whitney_greater([1.0] * 10, [2.0] * 10) > 0.99
+    assert bench.mann_whitney_greater([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == pytest.approx(0.5, abs=0.2)
+    assert bench.mann_whitney_greater([], [1.0]) == 1.0
+
+
+def test_sig_and_stats_are_stable():
+    assert bench.sig(0.000123456) == 0.0001235
+    assert bench.sig(1234.567) == 1235.0
+    stats = bench.latency_stats([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert stats == {"median": 3.0, "iqr": 2.0, "n": 5}
+
+
+def measurement(scale: float, n: int = 21, seed: int = 0) -> bench.Measurement:
+    rng = random.Random(seed)
+    reference = [1.0 + rng.random() * 0.02 for _ in range(n)]
+    samples = [scale * (2.0 + rng.random() * 0.1) for _ in range(n)]
+    return bench.Measurement(samples, reference, batch=2, peak_memory=int(1000 * scale))
+
+
+def stored(scale: float) -> dict:
+    return measurement(scale, seed=1).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("scale", "kind"),
+    [(1.0, "unchanged"), (1.5, "regression"), (1.1, "unchanged"), (0.6, "improvement")],
+)
+def test_latency_verdicts(scale, kind):
+    assert bench.compare_latency(stored(1.0), measurement(scale), tolerance=0.2).kind == kind
+
+
+def test_a_clear_but_small_change_is_not_a_regression():
+    # Significant (every sample slower) yet inside the tolerance: not flagged.
+    verdict = bench.compare_latency(stored(1.0), measurement(1.15), tolerance=0.2)
+    assert verdict.kind == "unchanged"
+    assert "+" in verdict.detail
+
+
+def test_memory_has_its_own_tolerance():
+    assert bench.compare_memory(stored(1.0), measurement(1.04), tolerance=0.05).kind == "unchanged"
+    assert bench.compare_memory(stored(1.0), measurement(1.2), tolerance=0.05).kind == "regression"
+    assert bench.compare_memory(stored(1.0), measurement(0.5), tolerance=0.05).kind == "improvement"
+    assert bench.compare_memory({}, measurement(1.0), tolerance=0.05).kind == "unchanged"
+
+
+def test_slowdown_hook_parses():
+    assert bench.slowdowns("bert/ForMaskedLM=1.5, gpt2/Model=2") == {
+        "bert/ForMaskedLM": 1.5,
+        "gpt2/Model": 2.0,
+    }
+    assert bench.slowdowns("") == {}
+
+
+def test_measure_on_cpu_sees_torch_allocations(monkeypatch):
+    torch = pytest.importorskip("torch")
+
+    def forward():
+        return torch.ones(512, 512).sum()
+
+    m = bench.measure(forward, "cpu", batch=1, case="x/Model", repeats=5, warmup=1)
+    assert len(m.samples) == len(m.reference) == 5
+    assert m.ratio > 0 and m.throughput > 0
+    # 512 x 512 float32 is 1 MiB: the profiler-based peak sees it; tracemalloc would see nothing.
+    assert m.peak_memory >= 512 * 512 * 4
+    record = m.to_dict()
+    assert record["latency"]["n"] == 5 and len(record["samples"]) == 5
+
+
+def test_the_slowdown_hook_slows_only_its_case(monkeypatch):
+    torch = pytest.importorskip("torch")
+    x = torch.randn(64, 64)
+
+    def forward():
+        return x @ x
+
+    monkeypatch.setenv(bench.SLOWDOWN_ENV, "slow/Model=3")
+    slow = bench.measure(forward, "cpu", 1, "slow/Model", repeats=7, warmup=1)
+    plain = bench.measure(forward, "cpu", 1, "plain/Model", repeats=7, warmup=1)
+    assert statistics.median(slow.samples) > 1.5 * statistics.median(plain.samples)
