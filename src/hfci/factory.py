@@ -92,7 +92,11 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
                     out[key] = limit
     for heads_key, kv_key in (("num_attention_heads", "num_key_value_heads"), ("num_heads", "num_kv_heads")):
         # Multi-head attention (as many key/value heads as query heads) stays multi-head.
-        if d.get(kv_key) is not None and d.get(kv_key) == d.get(heads_key) and isinstance(out.get(heads_key), int):
+        if (
+            d.get(kv_key) is not None
+            and d.get(kv_key) == d.get(heads_key)
+            and isinstance(out.get(heads_key), int)
+        ):
             out[kv_key] = out[heads_key]
     layers_after = _layer_count(out)
     if layers_before and layers_after and layers_after < layers_before:
@@ -100,7 +104,12 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
         for key, value in out.items():
             if isinstance(value, list) and len(value) == layers_before:
                 out[key] = value[:layers_after]
-            elif isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
+            elif (
+                isinstance(value, dict)
+                and value
+                and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
+            ):
+                # Per-layer tables of settings keyed by layer index.
                 out[key] = {k: v for k, v in value.items() if int(k) < layers_after}
     return make_consistent(out)
 
@@ -150,7 +159,11 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
         # A composite config's placeholder ids index its text model's vocabulary.
         subs = [v.get("vocab_size") for v in d.values() if _is_config_dict(v)]
         text = d.get("text_config")
-        vocab = text.get("vocab_size") if _is_config_dict(text) else min((v for v in subs if isinstance(v, int)), default=None)
+        vocab = (
+            text.get("vocab_size")
+            if _is_config_dict(text)
+            else min((v for v in subs if isinstance(v, int)), default=None)
+        )
     if isinstance(vocab, int) and vocab > 0:
         taken: set[int] = set()
         for key in sorted(d):
@@ -243,13 +256,38 @@ def tiny_config(record: ModelRecord) -> Any:
         config = cls(**changes)
         # Fields the config derived from the shrunk ones (or filled in at init) get one more pass.
         derived = config.to_dict()
-        again = overrides(derived, shrink(derived))
+        wanted = _with_mrope(derived) if _reads(record, "mrope_section") else derived
+        again = overrides(derived, shrink(wanted))
         if again:
             changes = _deep_update(_deep_update(changes, again), entry_config)
             config = cls(**changes)
         return config
     except Exception as error:
         raise FactoryError(f"tiny {record.config_class} is invalid: {error}") from error
+
+
+@functools.cache
+def _module_source(module: str) -> str:
+    import importlib
+
+    try:
+        return inspect.getsource(importlib.import_module(f"transformers.models.{module}.modeling_{module}"))
+    except Exception:
+        return ""
+
+
+def _reads(record: ModelRecord, name: str) -> bool:
+    """Whether the model's modeling code reads a setting (possibly with a default of its own)."""
+    return f'"{name}"' in _module_source(record.module)
+
+
+def _with_mrope(d: dict[str, Any]) -> dict[str, Any]:
+    """Multimodal rotary sections made explicit where the modeling code has a full-size default."""
+    out = {k: _with_mrope(v) if _is_config_dict(v) else v for k, v in d.items()}
+    rope = out.get("rope_parameters")
+    if isinstance(rope, dict) and "mrope_section" not in rope and "num_attention_heads" in out:
+        out["rope_parameters"] = {**rope, "mrope_section": [1, 1, 1]}
+    return out
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -376,7 +414,9 @@ _PLACEHOLDERS = (
 )
 
 
-def _feature_rows(model: Any, method: str, inputs: dict[str, Any], main: str, prefixes: tuple[str, ...]) -> int | None:
+def _feature_rows(
+    model: Any, method: str, inputs: dict[str, Any], main: str, prefixes: tuple[str, ...]
+) -> int | None:
     """How many embedding rows the model's ``method`` yields for these inputs (None if unknown)."""
     import torch
 
@@ -391,9 +431,9 @@ def _feature_rows(model: Any, method: str, inputs: dict[str, Any], main: str, pr
     except Exception:
         return None
     if hasattr(output, "keys"):
-        pooled = output.get("pooler_output") if "pooler_output" in output.keys() else None
+        pooled = output.get("pooler_output") if "pooler_output" in output else None
         output = pooled if pooled is not None else output.get("last_hidden_state", output.to_tuple()[0])
-    found = [t for t in _flat_tensors(output)]
+    found = _flat_tensors(output)
     width = getattr(_text_config(model.config), "hidden_size", None)
     if not found or not width:
         return None
@@ -487,7 +527,11 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     if "input_values" in params and main == "input_values":
         samples = hints.get("audio_samples", AUDIO_SAMPLES)
         channels = _find(config, "audio_channels", default=1)
-        shape = (batch, channels, samples) if channels > 1 or "input_values" in _three_d_audio(model) else (batch, samples)
+        shape = (
+            (batch, channels, samples)
+            if channels > 1 or "input_values" in _three_d_audio(model)
+            else (batch, samples)
+        )
         inputs["input_values"] = torch.randn(*shape, generator=generator)
     if "input_features" in params and (main == "input_features" or "input_features" in required):
         bins = _find(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
@@ -564,7 +608,9 @@ def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any) -> Non
     batch = inputs["input_ids"].shape[0]
     blocks, kinds, position_mask = [], [], None
     for kind, (token_keys, method, main, prefixes) in enumerate(_PLACEHOLDERS, start=1):
-        token = next((getattr(config, k) for k in token_keys if isinstance(getattr(config, k, None), int)), None)
+        token = next(
+            (getattr(config, k) for k in token_keys if isinstance(getattr(config, k, None), int)), None
+        )
         mask_name = f"{token_keys[0].split('_')[0]}_embeds_position_mask"
         if main not in inputs or (token is None and mask_name not in params):
             continue
@@ -591,7 +637,13 @@ def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any) -> Non
 
 
 def _time_series_inputs(
-    config: Any, params: Any, required: set[str], main: str, inputs: dict[str, Any], batch: int, generator: Any
+    config: Any,
+    params: Any,
+    required: set[str],
+    main: str,
+    inputs: dict[str, Any],
+    batch: int,
+    generator: Any,
 ) -> None:
     """Past (and future) values, time features and observed masks sized by the config."""
     import torch
@@ -602,7 +654,11 @@ def _time_series_inputs(
     lags = getattr(config, "lags_sequence", None) or [0]
     length = context + max(lags)
     channels = getattr(config, "num_input_channels", None) or getattr(config, "input_size", None) or 1
-    shape = (batch, length, channels) if channels > 1 or hasattr(config, "num_input_channels") else (batch, length)
+    shape = (
+        (batch, length, channels)
+        if channels > 1 or hasattr(config, "num_input_channels")
+        else (batch, length)
+    )
     inputs["past_values"] = torch.randn(*shape, generator=generator)
     time_features = getattr(config, "num_time_features", None)
     if "past_time_features" in params and time_features is not None:

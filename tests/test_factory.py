@@ -1,0 +1,150 @@
+"""Fast tests of the factory: shrinking rules, consistency repairs, overrides, real tiny builds."""
+
+from __future__ import annotations
+
+import pytest
+
+from hfci import factory
+
+RULES = {
+    "ints": {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2},
+    "list_caps": {"depths": 1},
+    "list_widths": {"hidden_sizes": 16},
+    "derived_from": {"num_layers": "depths"},
+    "suffix_ints": {"_hidden_size": 32},
+    "fill_none": {"prediction_length": 4},
+}
+
+
+def test_shrink_lowers_known_sizes_and_recurses():
+    default = {
+        "model_type": "outer",
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "num_hidden_layers": 24,
+        "text_config": {"model_type": "inner", "hidden_size": 768, "num_attention_heads": 12},
+    }
+    tiny = factory.shrink(default, RULES)
+    assert tiny["hidden_size"] == 32 and tiny["num_hidden_layers"] == 2
+    assert tiny["num_key_value_heads"] == 2
+    assert tiny["text_config"]["hidden_size"] == 32
+    assert tiny["text_config"]["num_attention_heads"] == 4
+
+
+def test_shrink_keeps_multi_head_attention():
+    tiny = factory.shrink({"hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 16}, RULES)
+    assert tiny["num_key_value_heads"] == tiny["num_attention_heads"] == 4
+
+
+def test_shrink_lists_layers_suffixes_and_none():
+    default = {
+        "hidden_sizes": [64, 128, 256],
+        "depths": [2, 2, 6],
+        "num_layers": 3,
+        "num_hidden_layers": 4,
+        "layer_types": ["a", "b", "a", "b"],
+        "text_hidden_size": 4608,
+        "prediction_length": None,
+    }
+    tiny = factory.shrink(default, RULES)
+    assert tiny["hidden_sizes"] == [16, 32, 64]
+    assert tiny["depths"] == [1, 1, 1]
+    assert tiny["num_layers"] == 3  # derived from depths: left alone
+    assert tiny["layer_types"] == ["a", "b"]
+    assert tiny["text_hidden_size"] == 32
+    assert tiny["prediction_length"] == 4
+
+
+def test_make_consistent_repairs_heads_ids_and_rope_sections():
+    fixed = factory.make_consistent(
+        {
+            "hidden_size": 32,
+            "num_attention_heads": 12,
+            "num_key_value_heads": 3,
+            "vocab_size": 99,
+            "eos_token_id": 50256,
+            "bos_token_id": 50256,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24]},
+        }
+    )
+    assert 32 % fixed["num_attention_heads"] == 0
+    assert fixed["num_attention_heads"] % fixed["num_key_value_heads"] == 0
+    assert fixed["eos_token_id"] < 99 and fixed["bos_token_id"] < 99
+    head_dim = 32 // fixed["num_attention_heads"]
+    assert sum(fixed["rope_parameters"]["mrope_section"]) == head_dim // 2
+
+
+def test_make_consistent_places_composite_token_ids_in_the_text_vocabulary():
+    fixed = factory.make_consistent(
+        {"image_token_id": 32000, "text_config": {"model_type": "llama", "vocab_size": 99}}
+    )
+    assert fixed["image_token_id"] < 99
+
+
+def test_overrides_keep_only_changes_and_sub_config_types():
+    default = {"a": 1, "b": 2, "sub": {"model_type": "x", "c": 3, "d": 4}}
+    tiny = {"a": 1, "b": 5, "sub": {"model_type": "x", "c": 3, "d": 1}}
+    assert factory.overrides(default, tiny) == {"b": 5, "sub": {"model_type": "x", "d": 1}}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    from hfci.catalog import load_catalog
+
+    return load_catalog()
+
+
+CRITICAL = [
+    ("bert", "ForMaskedLM"),
+    ("gpt2", "LMHeadModel"),
+    ("llama", "ForCausalLM"),
+    ("t5", "ForConditionalGeneration"),
+    ("bart", "ForSequenceClassification"),
+    ("vit", "ForImageClassification"),
+    ("wav2vec2", "ForCTC"),
+    ("clip", "Model"),
+]
+
+
+@pytest.mark.parametrize(("model_type", "head"), CRITICAL)
+def test_critical_models_build_and_run_on_cpu(catalog, model_type, head):
+    import torch
+
+    case = factory.build_case(catalog[model_type], head)
+    assert case.parameters <= 5_000_000
+    with torch.inference_mode():
+        first = case.model(**case.inputs)
+        second = case.model(**case.inputs)
+    logits = first.logits if hasattr(first, "logits") else first[0]
+    assert torch.isfinite(logits).all()
+    assert torch.equal(logits, second.logits if hasattr(second, "logits") else second[0])
+
+
+def test_vision_language_inputs_carry_one_placeholder_per_image_feature(catalog):
+    import torch
+
+    case = factory.build_case(catalog["llava"], "Model")
+    token = case.model.config.image_token_id
+    assert (case.inputs["input_ids"] == token).sum() > 0
+    with torch.inference_mode():
+        case.model(**case.inputs)
+
+
+def test_time_series_inputs_are_derived_from_the_config(catalog):
+    case = factory.build_case(catalog["time_series_transformer"], "Model")
+    config = case.model.config
+    length = config.context_length + max(config.lags_sequence)
+    assert case.inputs["past_values"].shape[1] == length
+    assert case.inputs["past_time_features"].shape[-1] == config.num_time_features
+
+
+def test_models_toml_entries_are_well_formed():
+    from hfci import data
+
+    for model_type, entry in data.load("models").items():
+        assert set(entry) <= {"config", "inputs", "skip", "known_failures"}, model_type
+        for failure in entry.get("known_failures", []):
+            assert failure.get("check") and failure.get("head"), model_type
+            reason = failure.get("reason", "")
+            assert reason and "unknown" not in reason.lower(), model_type
