@@ -51,8 +51,12 @@ def test_a_real_run_writes_results(tmp_path):
         "forward": "passed",
         "determinism": "passed",
         "save_load": "passed",
+        "benchmark": "passed",
         "pipeline": "passed",
     }
+    perf = next(r["metrics"]["perf"] for r in payload["records"] if r["check"] == "benchmark")
+    assert perf["latency"]["n"] == len(perf["samples"]) > 10
+    assert perf["peak_memory"] > 0
     assert all(r["duration"] > 0 for r in payload["records"])
 
 
