@@ -1,0 +1,320 @@
+"""``hfci report``: model coverage from results files and baselines, as people and GitHub read it.
+
+Results and baseline files are written with hfci's own writers; the command runs as a real
+subprocess, inside and outside a (simulated, file-backed) GitHub Actions environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hfci import baselines, report
+from hfci.catalog import load_catalog
+from hfci.results import Record, write_results
+
+META = {"fingerprint": "cpu-test-torch0-transformers0", "environment": {"device": "cpu"}, "hfci": "0"}
+
+
+def rec(case: str, check: str, outcome: str, reason: str = "", device: str = "cpu", **extra) -> Record:
+    model_type, _, head = case.partition("/")
+    info = load_catalog().records.get(model_type)
+    return Record(
+        case=case,
+        model_type=model_type,
+        head=head,
+        device=device,
+        check=check,
+        outcome=outcome,
+        duration=0.5,
+        reason=reason,
+        category=info.category if info else "text",
+        tier=info.tier if info else "other",
+        **extra,
+    )
+
+
+def sub_config_pair() -> tuple[str, str, str]:
+    """A config-only model type, a model type of the same module with a model, and one of its heads."""
+    catalog = load_catalog()
+    for record in catalog:
+        if record.has_model:
+            continue
+        for parent in catalog:
+            if parent.has_model and parent.module == record.module:
+                return record.model_type, parent.model_type, parent.heads[0].name
+    raise AssertionError("transformers has no config-only sub-config")
+
+
+RUN = [
+    rec("bert/ForMaskedLM", "forward", "passed"),
+    rec("bert/ForMaskedLM", "pipeline", "skipped", "pipeline: no offline recipe for fill-mask"),
+    rec("bert/ForMultipleChoice", "forward", "failed", "build: ValueError: vocab too small"),
+    rec("bert/ForMultipleChoice", "save_load", "failed", "later failure"),
+    rec("gpt2/ForCausalLM", "forward", "xfailed", "a known upstream bug"),
+    rec("gpt2/ForCausalLM", "generate", "passed"),
+    rec("gpt2/Model", "forward", "skipped", "missing optional dependency 'timm'"),
+    rec("gpt2/ForTokenClassification", "forward", "xpassed", "was known to fail"),
+]
+
+
+def hfci(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hfci.cli", "report", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def write(tmp_path: Path, records, device: str = "cpu", meta=META) -> Path:
+    return write_results(tmp_path, device, records, meta)
+
+
+# -- the model of the report --------------------------------------------------------------------
+
+
+def test_case_status_failure_outweighs_all_and_names_its_check():
+    status, reason = report.case_status(RUN[2:4])
+    assert (status, reason) == ("failed", "forward: build: ValueError: vocab too small")
+    assert report.case_status(RUN[4:6]) == ("xfailed", "forward: a known upstream bug")
+    # A skipped pipeline beside a passing forward leaves the case passing.
+    assert report.case_status(RUN[0:2]) == ("passed", "")
+    assert report.case_status(RUN[6:7]) == ("skipped", "forward: missing optional dependency 'timm'")
+    assert report.case_status(RUN[7:8]) == ("passed", "")
+    assert report.case_status([])[0] == "missing"
+
+
+def test_a_failure_without_a_message_still_gets_a_reason():
+    status, reason = report.case_status([rec("bert/Model", "forward", "failed")])
+    assert status == "failed"
+    assert reason == "forward: failed; the results file recorded no message"
+
+
+def test_build_counts_gaps_and_groups(tmp_path):
+    report_ = report.build(report.load_sources([write(tmp_path, RUN)]), load_catalog())
+    statuses = {(c.case, c.device): c.status for c in report_.cases}
+    assert statuses == {
+        ("bert/ForMaskedLM", "cpu"): "passed",
+        ("bert/ForMultipleChoice", "cpu"): "failed",
+        ("gpt2/ForCausalLM", "cpu"): "xfailed",
+        ("gpt2/Model", "cpu"): "skipped",
+        ("gpt2/ForTokenClassification", "cpu"): "passed",
+    }
+    total = report_.groups["all"]["all"]
+    assert (total["cases"], total["passed"], total["failed"], total["xfailed"], total["skipped"]) == (
+        5,
+        2,
+        1,
+        1,
+        1,
+    )
+    assert total["pass_rate"] == 0.4
+    assert report_.groups["category"]["text"]["cases"] == 5
+    assert set(report_.groups["tier"]) == {load_catalog()["bert"].tier, load_catalog()["gpt2"].tier}
+    gaps = [g for g in report_.gaps if g["case"]]
+    assert [g["status"] for g in gaps] == ["failed", "xfailed", "skipped"]
+    assert all(g["reason"] and "unknown" not in g["reason"] for g in report_.gaps)
+    assert report_.skipped_checks == [("pipeline: no offline recipe for fill-mask", 1)]
+
+
+def test_config_only_sub_configs_are_gaps_with_their_reason(tmp_path):
+    child, parent, head = sub_config_pair()
+    path = write(tmp_path, [rec(f"{parent}/{head}", "forward", "passed")])
+    report_ = report.build(report.load_sources([path]), load_catalog())
+    gap = next(g for g in report_.gaps if g["model_type"] == child)
+    assert gap["status"] == "config-only"
+    assert gap["reason"].startswith("config only: no model class of its own")
+    assert parent in gap["reason"]
+    assert report_.groups["all"]["all"]["config_only"] >= 1
+
+
+def test_catalog_scope_lists_heads_without_a_result(tmp_path):
+    catalog = load_catalog()
+    path = write(tmp_path, [rec("bert/ForMaskedLM", "forward", "passed")])
+    report_ = report.build(
+        report.load_sources([path]), catalog, scope="catalog", selection=catalog.select(models=["bert"])
+    )
+    missing = {c.head for c in report_.cases if c.status == "missing"}
+    assert missing == {h.name for h in catalog["bert"].heads} - {"ForMaskedLM"}
+    assert all(g["reason"].startswith("no result") for g in report_.gaps if g["status"] == "missing")
+    md = report.markdown(report_)
+    assert "| bert | ForMaskedLM | ✅ |" in md and "no result" in md
+
+
+def test_baseline_comparison_finds_new_failures_and_fixes(tmp_path):
+    old = [rec("bert/ForMaskedLM", "forward", "passed"), rec("gpt2/Model", "forward", "failed", "old")]
+    baseline = baselines.merge(None, old, {"device": "cpu"}, "cpu-test-torch0-transformers0")
+    base_path = baselines.write(tmp_path / "base" / "cpu-test-torch0-transformers0.json", baseline)
+    new = [rec("bert/ForMaskedLM", "forward", "failed", "boom"), rec("gpt2/Model", "forward", "passed")]
+    results = write(tmp_path / "run", new)
+    for spec in (base_path, base_path.parent):  # a file, or a directory searched by fingerprint
+        out = hfci(str(results), "--baseline", str(spec), "--format", "json")
+        assert out.returncode == 0, out.stderr
+        payload = json.loads(out.stdout)
+        assert [(r["case"], r["check"]) for r in payload["new_failures"]] == [("bert/ForMaskedLM", "forward")]
+        assert [r["case"] for r in payload["newly_fixed"]] == ["gpt2/Model"]
+        assert payload["schema"] == report.SCHEMA
+    md = hfci(str(results), "--baseline", str(base_path)).stdout
+    assert md.index("New failures against the baseline (1)") < md.index("## By category")
+
+
+def test_a_baseline_is_a_source_too(tmp_path):
+    old = [
+        rec("bert/ForMaskedLM", "forward", "passed"),
+        rec("bert/ForMaskedLM", "benchmark", "passed", metrics={"perf": {"latency": {"median": 0.002}}}),
+        rec("gpt2/Model", "forward", "failed", "old message"),
+    ]
+    payload = baselines.merge(None, old, {"device": "cpu"}, "cpu-x-torch0")
+    path = baselines.write(tmp_path / "cpu-x-torch0.json", payload)
+    report_ = report.build(report.load_sources([path]), load_catalog())
+    assert report_.sources[0]["kind"] == "baseline"
+    failed = next(c for c in report_.cases if c.case == "gpt2/Model")
+    assert failed.status == "failed"
+    assert "baselines keep outcomes only" in failed.reason
+    assert report_.latencies() == {"cpu": [0.002]}
+
+
+def test_regressions_are_reported(tmp_path):
+    verdict = {"kind": "regression", "metric": "latency", "detail": "ratio 1 -> 2 (+100%)"}
+    records = [
+        rec("bert/Model", "benchmark", "failed", "performance regression", metrics={"verdicts": [verdict]})
+    ]
+    md = report.markdown(report.build(report.load_sources([write(tmp_path, records)]), load_catalog()))
+    assert "## Performance regressions (1)" in md
+    assert "ratio 1 -> 2 (+100%)" in md
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def test_out_writes_markdown_json_and_chart(tmp_path):
+    write(tmp_path / "results", RUN)
+    write(tmp_path / "results" / "shard-2", [rec("bert/Model", "forward", "passed", device="cuda")], "cuda")
+    out = hfci(str(tmp_path / "results"), "--out", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""
+    md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "![pass rate by category and device; latency per device](report.svg)" in md
+    assert "| model type | head | cpu | cuda |" in md
+    assert "| bert | ForMultipleChoice | ❌ forward |  |" in md
+    svg = (tmp_path / "report" / "report.svg").read_text(encoding="utf-8")
+    assert svg.startswith("<svg") and ">cuda<" in svg
+    payload = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert payload["devices"] == ["cpu", "cuda"]
+    assert payload["totals"]["cases"] == 6
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file or directory"),
+        ("{not json", "not readable JSON"),
+        ('{"schema": "other/1"}', "unknown schema 'other/1'"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"schema": "hfci-results/1", "records": [{"case": "x"}]}', "does not match"),
+        ('{"schema": "hfci-results/1"}', "without a 'records' list"),
+        ('{"schema": "hfci-baseline/1", "cases": []}', "unknown baseline format"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "results-cpu.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    out = hfci(str(path))
+    assert out.returncode == 2
+    assert out.stderr.startswith("hfci: error: ") and message in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_an_empty_directory_and_a_missing_baseline_are_errors(tmp_path):
+    out = hfci(str(tmp_path))
+    assert out.returncode == 2 and "no results-*.json" in out.stderr
+    out = hfci(str(write(tmp_path, RUN)), "--baseline", str(tmp_path / "nope.json"))
+    assert out.returncode == 2 and "no such baseline" in out.stderr
+    out = hfci(str(write(tmp_path, RUN)), "--model", "no-such-model")
+    assert out.returncode == 2 and "unknown model" in out.stderr
+
+
+def test_github_outside_actions_prints_summary_and_annotations(tmp_path):
+    out = hfci(str(write(tmp_path, RUN)), "--github", env={"GITHUB_ACTIONS": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("# hfci model coverage")
+    assert "report.svg` in the `hfci-report` artifact" in out.stdout
+    assert "error: bert/ForMultipleChoice [cpu] failed: forward: build: ValueError" in out.stderr
+
+
+def test_github_in_actions_writes_a_truncated_summary_and_capped_annotations(tmp_path):
+    # 4,000 failing cases with long messages: well over GitHub's 1 MiB summary limit.
+    records = [
+        rec(f"model-{i:04d}/ForCausalLM", "forward", "failed", f"error {i}: " + "x" * 400)
+        for i in range(4000)
+    ]
+    summary = tmp_path / "summary.md"
+    summary.touch()
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": ""}
+    out = hfci(str(write(tmp_path, records)), "--github", "--out", str(tmp_path / "r"), env=env)
+    assert out.returncode == 0, out.stderr
+    written = summary.read_bytes()
+    assert len(written) < 1024 * 1024
+    assert b"**Truncated**" in written
+    full = (tmp_path / "r" / "report.md").read_bytes()
+    assert len(full) > 1024 * 1024 and b"model-3999" in full
+    errors = [line for line in out.stdout.splitlines() if line.startswith("::error")]
+    assert len(errors) == 10
+    assert "3991 more error(s) not annotated" in errors[-1]
+
+
+def test_truncate_keeps_short_text_and_cuts_long_text_at_a_line():
+    assert report.truncate("short\n", 100) == "short\n"
+    text = "".join(f"line {i}\n" for i in range(1000))
+    cut = report.truncate(text, 2000)
+    assert len(cut.encode("utf-8")) <= 2000
+    assert "**Truncated**" in cut
+    head = cut.split("\n\n> **Truncated**")[0]
+    assert head.endswith("\n") and text.startswith(head)
+
+
+def test_real_tiny_run_then_report(tmp_path):
+    """A real model run of one case, then the report built from its results file."""
+    results = tmp_path / "results"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "hfci.suite",
+            "--run-model-tests",
+            "--model",
+            "bert",
+            "-k",
+            "ForMaskedLM",
+            "--device",
+            "cpu",
+            "--results-dir",
+            str(results),
+            "--no-baseline-check",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = hfci(str(results), "--format", "json", "--out", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    case = next(c for c in payload["cases"] if c["case"] == "bert/ForMaskedLM")
+    assert case["status"] == "passed"
+    assert {"forward", "determinism", "save_load", "benchmark"} <= set(case["checks"])
+    assert case["latency"] > 0
+    svg = (tmp_path / "report" / "report.svg").read_text(encoding="utf-8")
+    assert "no benchmark results" not in svg and "cpu (1)" in svg
