@@ -63,6 +63,10 @@ def compare(reference: Any, other: Any, atol: float = 1e-5, rtol: float = 1e-4) 
     import torch
 
     ref, got = dict(tensors(reference)), dict(tensors(other))
+    if not ref.keys() & got.keys():
+        # A runner may return plain tuples where eager returned named outputs: compare in order.
+        ref = {f"[{i}]": t for i, t in enumerate(ref.values())}
+        got = {f"[{i}]": t for i, t in enumerate(got.values())}
     problems = [f"{name}: missing" for name in ref if name not in got]
     for name, a in ref.items():
         b = got.get(name)
@@ -90,7 +94,7 @@ def check_forward(case: TinyCase) -> Any:
         raise CheckFailed(f"non-finite values in {', '.join(bad[:5])}")
     head = case.record.head(case.head)
     logits = dict(found).get("logits")
-    batch = next(iter(case.inputs.values())).shape[0]
+    batch = input_batch(case)
     if logits is not None:
         if logits.shape[0] != batch:
             raise CheckFailed(f"logits batch {logits.shape[0]} != input batch {batch}")
@@ -105,6 +109,14 @@ def check_forward(case: TinyCase) -> Any:
         if set(head.mappings) & _LABEL_MAPPINGS and logits.shape[-1] != config.num_labels:
             raise CheckFailed(f"logits shape {tuple(logits.shape)}, expected ({batch}, {config.num_labels})")
     return output
+
+
+def input_batch(case: TinyCase) -> int:
+    """The batch size: from input_ids, else the main input (patch-row inputs fold batch in)."""
+    main = case.inputs.get("input_ids")
+    if main is None:
+        main = case.inputs.get(getattr(case.model, "main_input_name", ""), next(iter(case.inputs.values())))
+    return main.shape[0]
 
 
 def check_determinism(case: TinyCase, reference: Any) -> None:
@@ -165,7 +177,7 @@ def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
     sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
     if sequences is None:
         raise CheckFailed(f"generate returned {type(output).__name__} without sequences")
-    batch = next(iter(inputs.values())).shape[0]
+    batch = input_batch(case)
     if sequences.shape[0] != batch:
         raise CheckFailed(f"generated batch {sequences.shape[0]} != {batch}")
     prompt = (
@@ -201,3 +213,28 @@ def check_pipeline(case: TinyCase) -> None:
         result = recipe.call(pipe, case.model)
     if not recipe.expect(result):
         raise CheckFailed(f"{task} pipeline returned an unexpected structure: {str(result)[:200]}")
+
+
+def check_parity(case: TinyCase, runner_name: str) -> None:
+    """A runner's outputs agree with the eager float32 reference, within its dtype's tolerance."""
+    from hfci import runners
+
+    runner = runners.load(runner_name)
+    reference = runners.eager(case.model, case.inputs)
+    try:
+        result = runners.outputs_of(runner_name, runner(case.model, case.inputs))
+    except runners.RunnerSkip as why:
+        raise CheckSkipped(f"{runner_name}: {why}") from None
+    except runners.RunnerError as error:
+        raise CheckFailed(str(error)) from None
+    atol, rtol = runners.tolerance(runner_name)
+    problems = compare(reference, result, atol=atol, rtol=rtol)
+    if problems:
+        raise CheckFailed(f"{runner_name} differs from eager: " + "; ".join(problems[:5]))
+
+
+def check_device_parity(case: TinyCase, cpu_case: TinyCase, atol: float = 1e-3, rtol: float = 1e-3) -> None:
+    """The same seeded model gives the same outputs on this device as on the CPU."""
+    problems = compare(run_forward(cpu_case), run_forward(case), atol=atol, rtol=rtol)
+    if problems:
+        raise CheckFailed(f"{case.device} differs from cpu: " + "; ".join(problems[:5]))

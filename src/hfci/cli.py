@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         "-p",
         "no:cacheprovider",
     ]
-    for option in ("category", "family", "tier", "model", "device"):
+    for option in ("category", "family", "tier", "model", "device", "runner"):
         for value in getattr(args, option):
             command += [f"--{option}", value]
     if args.shard:
@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)"
     )
     run.add_argument("--shard", help="INDEX/COUNT: run one shard of the selection, e.g. 3/8")
+    run.add_argument(
+        "--runner",
+        action="append",
+        default=[],
+        help="eager (default), sdpa, compile, bf16, fp16, export, or yours",
+    )
     run.add_argument("--workers", default="auto", help="pytest-xdist workers (0: none)")
     run.add_argument("--timeout", type=int, default=300, help="seconds before a hanging check fails")
     run.add_argument("--results-dir", default="results", help="where results-<device>.json goes")

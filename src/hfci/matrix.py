@@ -364,20 +364,30 @@ def plan_jobs(
     durations: Mapping[tuple[str, str], float],
     devices: Sequence[str] = (),
     selection: Sequence[str] = (),
+    runners: Sequence[str] = ("eager",),
 ) -> list[dict[str, Any]]:
-    """One matrix entry per (device, shard), in device order then shard order."""
+    """One matrix entry per (device, runner, shard), in that order.
+
+    A runner other than eager runs the parity check of every case against eager; its jobs shard
+    on the same recorded durations, so plan and jobs agree on what each shard holds.
+    """
     jobs: list[dict[str, Any]] = []
     if not cases:
         return jobs
     for device in select_devices(config, devices):
         seconds = with_estimates(cases, durations_for(durations, device.name))
         count = shard_count(device, seconds)
-        for index, shard in enumerate(balance(seconds, count), start=1):
+        for runner, (index, shard) in (
+            (runner, item) for runner in runners for item in enumerate(balance(seconds, count), start=1)
+        ):
             estimated = sum(seconds[case] for case in shard)
+            flags = [] if runner == "eager" else ["--runner", runner]
+            label = device.name if runner == "eager" else f"{device.name} {runner}"
             jobs.append(
                 {
-                    "name": f"{device.name} {index}/{count}",
+                    "name": f"{label} {index}/{count}",
                     "device": device.name,
+                    "runner": runner,
                     "runs-on": list(device.runs_on),
                     "shard": index,
                     "shards": count,
@@ -385,10 +395,10 @@ def plan_jobs(
                     "estimated_seconds": round(estimated, 1),
                     # Generous: shared runners drift, and a first run has only estimates.
                     "timeout-minutes": max(30, math.ceil(estimated * 3 / 60)),
-                    "command": job_command(device.name, index, count, selection),
+                    "command": job_command(device.name, index, count, [*selection, *flags]),
                     "torch-spec": device.torch_spec,
                     "torch-index": device.torch_index,
-                    "artifact": f"results-{device.name}-{index}-of-{count}",
+                    "artifact": f"results-{label.replace(' ', '-')}-{index}-of-{count}",
                 }
             )
     return jobs
@@ -418,9 +428,10 @@ def plan(
     durations: Mapping[tuple[str, str], float],
     devices: Sequence[str] = (),
     selection: Sequence[str] = (),
+    runners: Sequence[str] = ("eager",),
 ) -> list[dict[str, list[dict[str, Any]]]]:
     """The matrices (``{"include": [...]}``, one per workflow slice) that run ``cases`` on ``devices``."""
-    jobs = plan_jobs(cases, config, durations, devices, selection)
+    jobs = plan_jobs(cases, config, durations, devices, selection, runners)
     return split(jobs, config.max_jobs, config.slices)
 
 
@@ -474,6 +485,9 @@ def add_command(sub: Any) -> None:
         metavar="PATH",
         help="results files or directories of them (default: OUT/durations.json if it exists)",
     )
+    parser.add_argument(
+        "--runner", action="append", default=[], help="runners to spread across jobs (default: eager)"
+    )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the devices config")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the matrices are written")
     parser.set_defaults(func=cmd_matrix)
@@ -493,7 +507,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     else:
         durations = read_durations([previous]) if previous.is_file() else {}
     selection = selection_args(args.category, args.tier, args.model)
-    matrices = plan(cases, config, durations, args.device, selection)
+    from hfci import runners
+
+    for name in args.runner:
+        if name not in runners.available():
+            raise runners.RunnerError(f"unknown runner {name!r}; valid: {', '.join(runners.available())}")
+    matrices = plan(cases, config, durations, args.device, selection, args.runner or ["eager"])
 
     args.out.mkdir(parents=True, exist_ok=True)
     for stale in args.out.glob("matrix-*.json"):

@@ -29,6 +29,7 @@ class CaseSpec:
     record: ModelRecord
     head: str
     device: str
+    runner: str = "eager"
 
     @property
     def case(self) -> str:
@@ -36,7 +37,8 @@ class CaseSpec:
 
     @property
     def id(self) -> str:
-        return f"{self.case}-{self.device}"
+        suffix = "" if self.runner == "eager" else f"-{self.runner}"
+        return f"{self.case}-{self.device}{suffix}"
 
 
 def marker_name(value: str) -> str:
@@ -52,6 +54,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--model", action="append", default=[], help="a model type, e.g. xlm-roberta")
     group.addoption(
         "--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)"
+    )
+    group.addoption(
+        "--runner",
+        action="append",
+        default=[],
+        help="eager (default), sdpa, compile, bf16, fp16, export, or yours",
     )
     group.addoption("--shard", default=None, help="run only shard INDEX/COUNT of the selection, e.g. 3/8")
     group.addoption("--results-dir", default="results", help="where results-<device>.json is written")
@@ -106,6 +114,10 @@ def _validate(config: pytest.Config) -> None:
 
         parse_shard(config.getoption("shard"))
     config.stash[_STASH_DEVICE] = ",".join(_devices(config))
+    from hfci import runners
+
+    for name in config.getoption("runner"):
+        runners.load(name)
 
 
 def _devices(config: pytest.Config) -> list[str]:
@@ -169,26 +181,46 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from hfci.checks import is_generative
 
     check = metafunc.function.__name__.removeprefix("test_")
+    chosen = metafunc.config.getoption("runner") or ["eager"]
+    # Parity compares each other runner with eager; every other check runs on eager itself.
+    wanted = [r for r in chosen if r != "eager"] if check == "parity" else [r for r in chosen if r == "eager"]
     params = []
-    for spec in selected_cases(metafunc.config):
-        if check == "generate" and not is_generative(spec.record.head(spec.head)):
-            continue
-        marks = [
-            pytest.mark.model,
-            getattr(pytest.mark, marker_name(spec.record.category)),
-            getattr(pytest.mark, spec.device),
-            getattr(pytest.mark, f"tier_{spec.record.tier}"),
-            getattr(pytest.mark, f"family_{marker_name(spec.record.family)}"),
-            pytest.mark.xdist_group(spec.id),
-        ]
-        reason = known_failure(spec, check)
-        if reason:
-            marks.append(pytest.mark.xfail(reason=reason, strict=False))
-        params.append(pytest.param(spec, id=spec.id, marks=marks))
+    for base in selected_cases(metafunc.config):
+        for runner in wanted:
+            spec = CaseSpec(base.record, base.head, base.device, runner)
+            if check == "generate" and not is_generative(spec.record.head(spec.head)):
+                continue
+            if check == "device_parity" and spec.device == "cpu":
+                continue
+            params.append(_param(spec, check))
     metafunc.parametrize("hfci_case", params)
 
 
-_CHECK_ORDER = ("forward", "determinism", "save_load", "benchmark", "generate", "pipeline")
+def _param(spec: CaseSpec, check: str) -> Any:
+    marks = [
+        pytest.mark.model,
+        getattr(pytest.mark, marker_name(spec.record.category)),
+        getattr(pytest.mark, spec.device),
+        getattr(pytest.mark, f"tier_{spec.record.tier}"),
+        getattr(pytest.mark, f"family_{marker_name(spec.record.family)}"),
+        pytest.mark.xdist_group(f"{spec.case}-{spec.device}"),
+    ]
+    reason = known_failure(spec, check)
+    if reason:
+        marks.append(pytest.mark.xfail(reason=reason, strict=False))
+    return pytest.param(spec, id=spec.id, marks=marks)
+
+
+_CHECK_ORDER = (
+    "forward",
+    "determinism",
+    "save_load",
+    "benchmark",
+    "generate",
+    "pipeline",
+    "device_parity",
+    "parity",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -221,6 +253,7 @@ def _meta(spec: CaseSpec, item: pytest.Item) -> dict[str, str]:
         "check": item.originalname.removeprefix("test_"),
         "category": spec.record.category,
         "tier": spec.record.tier,
+        "runner": spec.runner,
     }
 
 
@@ -239,7 +272,8 @@ class _Built:
 def built_case(spec: CaseSpec) -> Any:
     from hfci.factory import FactoryError, MissingDependency, build_case
 
-    key = (spec.id, "case")
+    # All runners of a case share one built model (runners copy what they change).
+    key = (f"{spec.case}-{spec.device}", "case")
     if _Built.key != key:
         _Built.key, _Built.case, _Built.error, _Built.reference = key, None, None, None
         try:

@@ -20,24 +20,48 @@ class NoRecipe(Exception):
     """The task cannot be served offline; the message says why."""
 
 
-def tokenizer_for(vocab_size: int) -> Any:
-    """A word-level fast tokenizer whose ids cover exactly ``range(vocab_size)``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def tokenizer_for(
+    vocab_size: int, special_ids: dict[str, int] | None = None, append_eos: bool = False
+) -> Any:
+    """A word-level fast tokenizer whose ids cover exactly ``range(vocab_size)``.
+
+    ``special_ids`` places the model's own special tokens (pad, eos, ...) at the ids its config
+    gives them; ``append_eos`` ends every sequence with eos, as seq2seq classifiers require.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    if vocab_size < len(SPECIAL_TOKENS) + 2:
+    if vocab_size < len(SPECIAL_TOKENS) + 4:
         raise NoRecipe(f"vocabulary of {vocab_size} is too small for a tokenizer")
-    words = [*SPECIAL_TOKENS, *(f"w{i}" for i in range(vocab_size - len(SPECIAL_TOKENS)))]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    placed = {
+        f"[{k.upper()}]": v
+        for k, v in (special_ids or {}).items()
+        if isinstance(v, int) and 0 <= v < vocab_size
+    }
+    ids = dict(placed)
+    free = (i for i in range(vocab_size) if i not in set(ids.values()))
+    for token in SPECIAL_TOKENS:
+        if token not in ids:
+            ids[token] = next(free)
+    for i in free:
+        ids[f"w{i}"] = i
+    backend = Tokenizer(models.WordLevel(ids, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+    names = {
+        "pad_token": "[PAD]",
+        "unk_token": "[UNK]",
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
+        "mask_token": "[MASK]",
+    }
+    for kind in ("eos", "bos"):
+        if f"[{kind.upper()}]" in ids:
+            names[f"{kind}_token"] = f"[{kind.upper()}]"
+    if append_eos and "[EOS]" in ids:
+        backend.post_processor = processors.TemplateProcessing(
+            single="$A [EOS]", special_tokens=[("[EOS]", ids["[EOS]"])]
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **names)
 
 
 def _class(name: str) -> Any:
@@ -74,7 +98,8 @@ def feature_extractor_for(record: ModelRecord) -> Any:
 
 
 def _words(n: int) -> str:
-    return " ".join(f"w{i}" for i in range(3, 3 + n))
+    # High ids: clear of the special tokens, which sit low in every tiny vocabulary.
+    return " ".join(f"w{i}" for i in range(20, 20 + n))
 
 
 def _image(height: int, width: int) -> Any:
@@ -96,8 +121,11 @@ class Recipe:
 
 
 def _text(model: Any, record: ModelRecord) -> dict[str, Any]:
-    vocab = model.config.get_text_config(decoder=True).vocab_size
-    return {"tokenizer": tokenizer_for(vocab)}
+    text = model.config.get_text_config(decoder=True)
+    special = {kind: getattr(text, f"{kind}_token_id", None) for kind in ("pad", "eos", "bos")}
+    special = {k: v[0] if isinstance(v, list) and v else v for k, v in special.items()}
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    return {"tokenizer": tokenizer_for(text.vocab_size, special, append_eos=encoder_decoder)}
 
 
 def _vision_size(model: Any) -> tuple[int, int]:

@@ -32,6 +32,7 @@ class Record:
     category: str = ""
     tier: str = ""
     metrics: dict[str, Any] | None = None
+    runner: str = "eager"
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> Path:
@@ -51,7 +52,7 @@ def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> Path:
 
 def write_results(directory: Path, device: str, records: Sequence[Record], meta: Mapping[str, Any]) -> Path:
     """``<directory>/results-<device>.json`` with every record of the run, sorted."""
-    ordered = sorted(records, key=lambda r: (r.case, r.check))
+    ordered = sorted(records, key=lambda r: (r.case, r.runner, r.check))
     payload = {
         "schema": SCHEMA,
         "device": device,

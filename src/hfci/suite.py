@@ -83,3 +83,16 @@ def test_generate(hfci_case: CaseSpec) -> None:
 def test_pipeline(hfci_case: CaseSpec) -> None:
     """The head's pipeline task runs with processors built offline."""
     _run(checks.check_pipeline, built_case(hfci_case))
+
+
+def test_parity(hfci_case: CaseSpec) -> None:
+    """A non-eager runner (--runner) agrees with the eager reference."""
+    _run(checks.check_parity, built_case(hfci_case), hfci_case.runner)
+
+
+def test_device_parity(hfci_case: CaseSpec) -> None:
+    """On a non-CPU device, outputs agree with the same seeded model on the CPU."""
+    from hfci.factory import build_case
+
+    cpu = build_case(hfci_case.record, hfci_case.head, "cpu")
+    _run(checks.check_device_parity, built_case(hfci_case), cpu)

@@ -1,0 +1,221 @@
+"""Runners: what executes a case's model on its inputs. ``eager`` is the reference.
+
+A runner is any callable ``runner(model, inputs) -> outputs`` (a tensor, a model output, a dict
+or tuple of tensors). It raises ``RunnerSkip`` when it does not apply to a model. Users add their
+own without touching hfci, by name in their pyproject.toml::
+
+    [tool.hfci.runners]
+    mine = "my_package.testing:run"
+
+or through an entry point in the ``hfci.runners`` group.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.metadata
+from collections.abc import Callable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from hfci.catalog import CatalogError
+
+Runner = Callable[[Any, dict[str, Any]], Any]
+ENTRY_POINT_GROUP = "hfci.runners"
+
+# Parity tolerances (atol, rtol) by the dtype a runner computes in.
+TOLERANCES = {"float32": (1e-4, 1e-3), "bfloat16": (6e-2, 6e-2), "float16": (1e-2, 1e-2)}
+
+
+class RunnerSkip(Exception):
+    """The runner does not apply to this model; the message says why."""
+
+
+class RunnerError(CatalogError):
+    """A runner that cannot be found, imported or called."""
+
+
+def _forward(model: Any, inputs: dict[str, Any]) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model(**inputs)
+
+
+def eager(model: Any, inputs: dict[str, Any]) -> Any:
+    """The reference: eager attention, float32, plain forward."""
+    return _forward(_with_attention(model, "eager"), inputs)
+
+
+def _with_attention(model: Any, implementation: str) -> Any:
+    current = getattr(model.config, "_attn_implementation", None)
+    if current == implementation:
+        return model
+    other = copy.deepcopy(model)
+    try:
+        other.set_attn_implementation(implementation)
+    except (ValueError, ImportError, AttributeError) as error:
+        raise RunnerSkip(
+            f"{type(model).__name__} has no {implementation} attention: {str(error)[:150]}"
+        ) from None
+    return other
+
+
+def sdpa(model: Any, inputs: dict[str, Any]) -> Any:
+    """torch's scaled_dot_product_attention instead of eager attention."""
+    if not getattr(model, "_supports_sdpa", False):
+        raise RunnerSkip(f"{type(model).__name__} does not support sdpa attention")
+    return _forward(_with_attention(model, "sdpa"), inputs)
+
+
+def compile_(model: Any, inputs: dict[str, Any]) -> Any:
+    """torch.compile with its default backend (inductor)."""
+    import torch
+
+    compiled = torch.compile(copy.deepcopy(model), dynamic=False)
+    return _forward(compiled, inputs)
+
+
+def _cast(dtype_name: str) -> Runner:
+    def run(model: Any, inputs: dict[str, Any]) -> Any:
+        import torch
+
+        dtype = getattr(torch, dtype_name)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        if device.type == "cpu" and dtype is torch.float16 and not _cpu_supports_fp16():
+            raise RunnerSkip("this CPU build has no float16 matmul")
+        cast_model = copy.deepcopy(model).to(dtype)
+        cast_inputs = {
+            k: v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v
+            for k, v in inputs.items()
+        }
+        return _forward(cast_model, cast_inputs)
+
+    run.__name__ = dtype_name
+    run.__doc__ = f"The model and its float inputs cast to {dtype_name}."
+    return run
+
+
+@cache
+def _cpu_supports_fp16() -> bool:
+    import torch
+
+    try:
+        torch.ones(2, 2, dtype=torch.float16) @ torch.ones(2, 2, dtype=torch.float16)
+    except RuntimeError:
+        return False
+    return True
+
+
+def export(model: Any, inputs: dict[str, Any]) -> Any:
+    """torch.export traces the model; the exported program's outputs are compared."""
+    import torch
+
+    tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    others = {k: v for k, v in inputs.items() if k not in tensors}
+    try:
+        program = torch.export.export(model, args=(), kwargs={**tensors, **others}, strict=False)
+    except Exception as error:
+        raise AssertionError(
+            f"torch.export failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        ) from None
+    with torch.inference_mode():
+        return program.module()(**tensors, **others)
+
+
+BUILTIN: dict[str, Runner] = {
+    "eager": eager,
+    "sdpa": sdpa,
+    "compile": compile_,
+    "bf16": _cast("bfloat16"),
+    "fp16": _cast("float16"),
+    "export": export,
+}
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def tolerance(runner: str) -> tuple[float, float]:
+    """(atol, rtol) for comparing a runner's outputs with the eager float32 reference."""
+    return TOLERANCES[DTYPES.get(runner, "float32")]
+
+
+def _import(target: str, where: str) -> Runner:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise RunnerError(f"runner {where}: {target!r} is not of the form 'module:callable'")
+    try:
+        module = importlib.import_module(module_name)
+        runner = getattr(module, attribute)
+    except (ImportError, AttributeError) as error:
+        raise RunnerError(f"runner {where}: cannot import {target!r}: {error}") from None
+    if not callable(runner):
+        raise RunnerError(f"runner {where}: {target!r} is not callable")
+    return runner
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest pyproject.toml at or above ``start`` (the working directory)."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def configured(pyproject: Path | None = None) -> dict[str, str]:
+    """``[tool.hfci.runners]`` of the project: name -> 'module:callable'."""
+    from hfci.data import tomllib
+
+    path = pyproject or find_pyproject()
+    if path is None or not path.is_file():
+        return {}
+    try:
+        table = (
+            tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("hfci", {}).get("runners", {})
+        )
+    except tomllib.TOMLDecodeError as error:
+        raise RunnerError(f"{path}: {error}") from None
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise RunnerError(f"{path}: [tool.hfci.runners] must map names to 'module:callable' strings")
+    return table
+
+
+def available(pyproject: Path | None = None) -> dict[str, str]:
+    """Every runner name and where it comes from (built in, pyproject, entry point)."""
+    names = dict.fromkeys(BUILTIN, "built in")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        names[ep.name] = f"entry point {ep.value}"
+    for name, target in configured(pyproject).items():
+        names[name] = target
+    return names
+
+
+def load(name: str, pyproject: Path | None = None) -> Runner:
+    """The runner called ``name``; a clear error naming the valid ones otherwise."""
+    user = configured(pyproject)
+    if name in user:
+        return _import(user[name], f"{name!r} ([tool.hfci.runners])")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return _import(ep.value, f"{name!r} (entry point)")
+    if name in BUILTIN:
+        return BUILTIN[name]
+    raise RunnerError(f"unknown runner {name!r}; valid: {', '.join(available(pyproject))}")
+
+
+def outputs_of(name: str, result: Any) -> Any:
+    """The runner's result, checked to be something outputs can be compared on."""
+    import torch
+
+    from hfci.checks import tensors
+
+    if isinstance(result, Mapping | tuple | list | torch.Tensor) and list(tensors(result)):
+        return result
+    raise RunnerError(
+        f"runner {name!r} returned {type(result).__name__}; expected a model output "
+        "(a tensor, or a dict, tuple or ModelOutput of tensors)"
+    )
