@@ -46,6 +46,14 @@ def test_unchanged_performance_is_not_rewritten():
     assert moved["cases"]["a/Model"]["duration"] == 3.0
 
 
+def test_runners_get_their_own_entries():
+    eager = rec("a/Model", "forward", "passed")
+    sdpa = Record("a/Model", "a", "Model", "cpu", "parity", "failed", 1.0, runner="sdpa")
+    merged = baselines.merge(None, [eager, sdpa], {}, FP)
+    assert merged["cases"]["a/Model"]["checks"] == {"forward": "passed"}
+    assert merged["cases"]["a/Model@sdpa"]["checks"] == {"parity": "failed"}
+
+
 def test_new_failures_and_fixes():
     base = baselines.merge(
         None, [rec("a/Model", "forward", "passed"), rec("b/Model", "forward", "failed")], {}, FP

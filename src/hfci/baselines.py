@@ -76,6 +76,11 @@ def find(fingerprint: str, directory: Path = DEFAULT_DIR) -> tuple[dict[str, Any
     return None, f"no baseline for {fingerprint}: comparison skipped{listed}"
 
 
+def key(record: Record) -> str:
+    """A record's entry in the baseline: the case, with ``@runner`` for runners other than eager."""
+    return record.case if record.runner == "eager" else f"{record.case}@{record.runner}"
+
+
 def _git_commit() -> str:
     try:
         out = subprocess.run(
@@ -98,10 +103,10 @@ def merge(
     cases: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (baseline or {}).get("cases", {}).items()}
     durations: dict[str, float] = {}
     for record in records:
-        entry = cases.setdefault(record.case, {})
+        entry = cases.setdefault(key(record), {})
         entry.setdefault("checks", {})
         entry["checks"] = {**entry["checks"], record.check: record.outcome}
-        durations[record.case] = durations.get(record.case, 0.0) + record.duration
+        durations[key(record)] = durations.get(key(record), 0.0) + record.duration
         perf = (record.metrics or {}).get("perf")
         if perf and (record.metrics or {}).get("changed", True):
             entry["perf"] = perf
@@ -136,7 +141,7 @@ def new_failures(baseline: Mapping[str, Any] | None, records: Iterable[Record]) 
     return [
         r
         for r in records
-        if r.outcome == "failed" and cases.get(r.case, {}).get("checks", {}).get(r.check) == "passed"
+        if r.outcome == "failed" and cases.get(key(r), {}).get("checks", {}).get(r.check) == "passed"
     ]
 
 
@@ -149,5 +154,5 @@ def newly_fixed(baseline: Mapping[str, Any] | None, records: Iterable[Record]) -
         r
         for r in records
         if r.outcome in ("passed", "xpassed")
-        and cases.get(r.case, {}).get("checks", {}).get(r.check) in ("failed", "xfailed")
+        and cases.get(key(r), {}).get("checks", {}).get(r.check) in ("failed", "xfailed")
     ]
