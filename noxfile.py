@@ -1,7 +1,8 @@
 """Sessions for hfci: framework tests, model tests per device, lint, coverage, baselines.
 
-Everything runs offline. The torch build is chosen by HFCI_TORCH_SPEC (default: the CPU wheel
-pinned below, which keeps CI fast); set it to e.g. "torch==2.14.1" for a CUDA build.
+Everything runs offline. The torch build is chosen by HFCI_TORCH_SPEC (default torch==2.13.0;
+the workflows ask for the CPU build, "torch==2.13.0+cpu" with PyTorch's CPU index, to keep jobs
+fast); the transformers release by HFCI_TRANSFORMERS_SPEC.
 """
 
 from __future__ import annotations
@@ -64,7 +65,19 @@ def tests(session: nox.Session) -> None:
     """What CI runs: the framework tests, then the critical tier's model tests on CPU."""
     install(session)
     session.run("pytest", "tests", "-n", "auto", env=OFFLINE)
-    session.run("hfci", "run", "--device", "cpu", "--tier", "critical", *session.posargs, env=OFFLINE)
+    # The landing gate checks correctness only: timing on a shared machine must not decide it.
+    # Regression detection is exercised by the framework tests and runs in `models`.
+    session.run(
+        "hfci",
+        "run",
+        "--device",
+        "cpu",
+        "--tier",
+        "critical",
+        "--no-baseline-check",
+        *session.posargs,
+        env=OFFLINE,
+    )
 
 
 @nox.session
@@ -75,8 +88,22 @@ def coverage(session: nox.Session) -> None:
     cov = ["--cov=hfci", "--cov-branch", "--cov-append", "--cov-report="]
     session.run("pytest", "tests", "-n", "auto", *cov, env=OFFLINE)
     session.run(
-        "pytest", "--pyargs", "hfci.suite", "--run-model-tests", "--tier", "critical", "--device", "cpu",
-        "-n", "auto", "--dist", "loadgroup", "--no-baseline-check", *cov, *session.posargs, env=OFFLINE,
+        "pytest",
+        "--pyargs",
+        "hfci.suite",
+        "--run-model-tests",
+        "--tier",
+        "critical",
+        "--device",
+        "cpu",
+        "-n",
+        "auto",
+        "--dist",
+        "loadgroup",
+        "--no-baseline-check",
+        *cov,
+        *session.posargs,
+        env=OFFLINE,
     )
     session.run("coverage", "report")
     session.run("coverage", "html")
