@@ -318,3 +318,23 @@ def test_real_tiny_run_then_report(tmp_path):
     assert case["latency"] > 0
     svg = (tmp_path / "report" / "report.svg").read_text(encoding="utf-8")
     assert "no benchmark results" not in svg and "cpu (1)" in svg
+
+
+def test_an_expected_failure_without_a_message_takes_its_models_toml_reason():
+    from hfci import data
+
+    model_type, entry = next(
+        (m, e["known_failures"][0])
+        for m, e in data.load("models").items()
+        if e.get("known_failures") and e["known_failures"][0].get("head", "*") == "*"
+    )
+    status, reason = report.case_status([rec(f"{model_type}/Model", "forward", "xfailed")])
+    assert status == "xfailed"
+    assert reason == f"forward: {entry['reason']}"
+
+
+def test_an_empty_results_file_is_a_report_of_nothing(tmp_path):
+    out = hfci(str(write(tmp_path, [])), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["cases"] == [] and payload["totals"] == {} and payload["devices"] == ["cpu"]

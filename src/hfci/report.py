@@ -318,7 +318,7 @@ class Report:
         payload = asdict(self)
         payload["schema"] = SCHEMA
         payload["skipped_checks"] = [{"reason": r, "count": n} for r, n in self.skipped_checks]
-        payload["totals"] = self.groups["all"]["all"]
+        payload["totals"] = self.groups["all"].get("all", {})
         return payload
 
 
