@@ -111,7 +111,27 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
             ):
                 # Per-layer tables of settings keyed by layer index.
                 out[key] = {k: v for k, v in value.items() if int(k) < layers_after}
+    _rescale_pinpoints(d, out)
     return make_consistent(out)
+
+
+def _rescale_pinpoints(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Any-resolution grids (multiples of the vision tower's image size) follow its new size."""
+    grid = after.get("image_grid_pinpoints")
+    old_vision, new_vision = before.get("vision_config"), after.get("vision_config")
+    if not (isinstance(grid, list) and grid and all(_int_list(p) and len(p) == 2 for p in grid)):
+        return
+    if not (isinstance(old_vision, dict) and isinstance(new_vision, dict)):
+        return
+    old, new = old_vision.get("image_size"), new_vision.get("image_size")
+    if not (isinstance(old, int) and isinstance(new, int) and 0 < new < old):
+        return
+    scaled: list[list[int]] = []
+    for height, width in grid:
+        pair = [max(1, round(height / old)) * new, max(1, round(width / old)) * new]
+        if pair not in scaled:
+            scaled.append(pair)
+    after["image_grid_pinpoints"] = scaled
 
 
 def _int_list(value: Any) -> bool:
@@ -141,12 +161,18 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
     heads = d.get("num_attention_heads")
     for kv_key in ("num_key_value_heads", "num_kv_heads"):
         kv = d.get(kv_key)
+        if kv_key in d and kv is None and isinstance(heads, int) and heads > 0:
+            # None means multi-head attention, but some modeling code divides by it as is.
+            d[kv_key] = kv = heads
         if isinstance(kv, int) and isinstance(heads, int) and heads > 0 and (kv > heads or heads % kv):
             d[kv_key] = math.gcd(heads, kv)
     head_dim = d.get("head_dim")
     if not isinstance(head_dim, int):
         width, heads = d.get("hidden_size"), d.get("num_attention_heads")
         head_dim = width // heads if isinstance(width, int) and isinstance(heads, int) and heads else None
+        if "head_dim" in d and head_dim:
+            # Some modeling code reads ``config.head_dim`` without deriving it when it is None.
+            d["head_dim"] = head_dim
     for rope_key in ("rope_parameters", "rope_scaling"):
         rope = d.get(rope_key)
         if isinstance(rope, dict) and _int_list(rope.get("mrope_section")) and head_dim:
@@ -415,12 +441,20 @@ _PLACEHOLDERS = (
 
 
 def _feature_rows(
-    model: Any, method: str, inputs: dict[str, Any], main: str, prefixes: tuple[str, ...]
+    model: Any,
+    method: str,
+    inputs: dict[str, Any],
+    main: str,
+    prefixes: tuple[str, ...],
+    base: Any = None,
 ) -> int | None:
     """How many embedding rows the model's ``method`` yields for these inputs (None if unknown)."""
     import torch
 
-    function = getattr(model, method, None)
+    function = getattr(model, method, None) or getattr(getattr(model, "model", None), method, None)
+    if function is None and base is not None:
+        # A head without the feature method (and no ``model`` attribute): ask its base model.
+        function = getattr(base(), method, None)
     if function is None or main not in inputs:
         return None
     accepted = inspect.signature(function).parameters
@@ -511,6 +545,15 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
             height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
             inputs["pixel_values"] = torch.rand(batch, channels, height, width, generator=generator)
+            grid = getattr(config, "image_grid_pinpoints", None)
+            if "image_sizes" in params and isinstance(grid, list) and grid:
+                # Any-resolution models read (batch, patches, channels, h, w) and each image's size;
+                # they keep as many patches as the best-fitting grid needs: give the most any needs.
+                patches = 1 + max(math.ceil(h / height) * math.ceil(w / width) for h, w in grid)
+                inputs["pixel_values"] = torch.rand(
+                    batch, patches, channels, height, width, generator=generator
+                )
+                inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
     elif main == "hidden_states" and grid_key:
         inputs["hidden_states"], inputs[grid_key] = _patch_grid(config, batch, generator)
     if wanted("pixel_values_videos"):
@@ -525,7 +568,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
                 batch, frames, channels, height, width, generator=generator
             )
     if "input_values" in params and main == "input_values":
-        samples = hints.get("audio_samples", AUDIO_SAMPLES)
+        samples = hints.get("audio_samples", _audio_samples(config))
         channels = _find(config, "audio_channels", default=1)
         shape = (
             (batch, channels, samples)
@@ -552,7 +595,9 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         decoder_vocab = _find(config, "decoder_vocab_size", default=None) or vocab
         inputs["decoder_input_ids"] = ids(decoder_vocab, seq_len)
     for name, value in hints.get("tensors", {}).items():
-        inputs[name] = _tensor_from_hint(value, generator)
+        if name in params:
+            # One hint serves every head of the type: only the heads that take the input get it.
+            inputs[name] = _tensor_from_hint(value, generator)
     head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
     if head and "MODEL_FOR_MULTIPLE_CHOICE" in head.mappings:
         # Multiple choice reads (batch, choices, sequence).
@@ -560,7 +605,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             if name in inputs:
                 inputs[name] = inputs[name].unsqueeze(1).expand(-1, 2, -1).contiguous()
     elif "input_ids" in inputs:
-        _insert_placeholders(model, inputs, params)
+        _insert_placeholders(model, inputs, params, functools.cache(lambda: _base_model(model, record)))
     if "input_ids" in inputs and "attention_mask" in params:
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if "use_cache" in params:
@@ -570,6 +615,19 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
     device = next((p.device for p in model.parameters()), "cpu")
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+
+
+def _base_model(model: Any, record: ModelRecord) -> Any:
+    """The model type's base model (the ``Model`` head) on the same config, or None."""
+    import torch
+    import transformers
+
+    try:
+        cls = getattr(transformers, record.head("Model").class_name)
+        torch.manual_seed(SEED)
+        return cls(model.config).eval()
+    except Exception:
+        return None
 
 
 @functools.cache
@@ -591,6 +649,17 @@ def _frames_first(name: str | None) -> bool:
     return features.ndim == 3 and features.shape[-1] == size and features.shape[1] != size
 
 
+def _audio_samples(config: Any) -> int:
+    """Enough raw samples for every frame-level kernel (x-vector TDNN layers) after the encoder."""
+    kernels = getattr(config, "tdnn_kernel", None)
+    dilations = getattr(config, "tdnn_dilation", None) or [1] * len(kernels or [])
+    strides = getattr(config, "conv_stride", None)
+    if not _int_list(kernels) or not _int_list(strides):
+        return AUDIO_SAMPLES
+    frames = 1 + sum((k - 1) * d for k, d in zip(kernels, dilations, strict=False))
+    return max(AUDIO_SAMPLES, (frames + 2) * math.prod(strides))
+
+
 def _three_d_audio(model: Any) -> set[str]:
     """Names of audio inputs the model reads as (batch, channels, samples)."""
     try:
@@ -600,7 +669,7 @@ def _three_d_audio(model: Any) -> set[str]:
     return {"input_values"} if "channels, input_length = input_values.shape" in source else set()
 
 
-def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any) -> None:
+def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any, base: Any = None) -> None:
     """Put as many placeholder tokens in ``input_ids`` as the model yields feature rows."""
     import torch
 
@@ -614,7 +683,7 @@ def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any) -> Non
         mask_name = f"{token_keys[0].split('_')[0]}_embeds_position_mask"
         if main not in inputs or (token is None and mask_name not in params):
             continue
-        rows = _feature_rows(model, method, inputs, main, prefixes)
+        rows = _feature_rows(model, method, inputs, main, prefixes, base)
         if rows and rows % batch == 0 and token is None:
             # No placeholder id: the model marks the feature positions with a mask instead.
             filler = inputs["input_ids"][:, 1:2].expand(-1, rows // batch)
