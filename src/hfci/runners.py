@@ -41,6 +41,10 @@ class RunnerError(CatalogError):
 def _forward(model: Any, inputs: dict[str, Any]) -> Any:
     import torch
 
+    from hfci.checks import SEED
+
+    # Same seed as the eager reference: a model that samples in eval must sample the same.
+    torch.manual_seed(SEED)
     with torch.inference_mode():
         return model(**inputs)
 
@@ -127,6 +131,7 @@ def export(model: Any, inputs: dict[str, Any]) -> Any:
         raise AssertionError(
             f"torch.export failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
         ) from None
+    torch.manual_seed(0)
     with torch.inference_mode():
         return program.module()(**tensors, **others)
 
