@@ -84,27 +84,16 @@ def tests(session: nox.Session) -> None:
 def coverage(session: nox.Session) -> None:
     """Framework tests and the critical tier's model tests under coverage (branch), with reports."""
     install(session)
+    # `coverage run` rather than pytest-cov: hfci is a pytest plugin, imported before pytest-cov
+    # starts, and its CLI tests run in subprocesses; coverage's subprocess patch sees both.
     session.run("coverage", "erase")
-    cov = ["--cov=hfci", "--cov-branch", "--cov-append", "--cov-report="]
-    session.run("pytest", "tests", "-n", "auto", *cov, env=OFFLINE)
+    session.run("coverage", "run", "-m", "pytest", "tests", "-n", "auto", env=OFFLINE)
     session.run(
-        "pytest",
-        "--pyargs",
-        "hfci.suite",
-        "--run-model-tests",
-        "--tier",
-        "critical",
-        "--device",
-        "cpu",
-        "-n",
-        "auto",
-        "--dist",
-        "loadgroup",
-        "--no-baseline-check",
-        *cov,
-        *session.posargs,
+        "coverage", "run", "-m", "pytest", "--pyargs", "hfci.suite", "--run-model-tests", "--tier", "critical",
+        "--device", "cpu", "-n", "auto", "--dist", "loadgroup", "--no-baseline-check", *session.posargs,
         env=OFFLINE,
-    )
+    )  # fmt: skip
+    session.run("coverage", "combine")
     session.run("coverage", "report")
     session.run("coverage", "html")
     session.run("coverage", "xml")
