@@ -103,3 +103,34 @@ def test_a_project_runs_hfci_with_its_own_runner(tmp_path):
         "unknown runner 'absent'; valid: eager, sdpa, compile, bf16, fp16, export, mine, broken"
         in unknown.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("runner", "model_type", "head"), [("export", "gpt2", "Model"), ("fp16", "bert", "Model")]
+)
+def test_export_and_half_precision_runners(runner, model_type, head):
+    from hfci.checks import CheckSkipped, check_parity
+    from hfci.factory import build_case
+
+    case = build_case(load_catalog()[model_type], head)
+    try:
+        check_parity(case, runner)
+    except CheckSkipped as why:
+        # Only a CPU build without float16 matmul may skip, and it says so.
+        assert "float16" in str(why)
+
+
+def test_sdpa_skips_a_model_without_sdpa():
+    from hfci.checks import CheckSkipped, check_parity
+    from hfci.factory import build_case
+
+    record = next(
+        r
+        for r in load_catalog().select(models=["gpt2", "bert", "albert", "xlnet"])
+        if r.model_type == "xlnet"
+    )
+    case = build_case(record, "Model")
+    if getattr(case.model, "_supports_sdpa", False):
+        pytest.skip("xlnet gained sdpa support")
+    with pytest.raises(CheckSkipped, match="does not support sdpa"):
+        check_parity(case, "sdpa")
