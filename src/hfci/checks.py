@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -163,25 +164,27 @@ def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
     if not case.model.can_generate():
         raise CheckSkipped(f"{type(case.model).__name__} cannot generate")
     inputs = {k: v for k, v in case.inputs.items() if not k.startswith("decoder_")}
-    config = case.model.generation_config
-    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
-    extra = {}
+    original = case.model.generation_config
+    config = copy.deepcopy(original)
+    if config.pad_token_id is None:
+        config.pad_token_id = config.eos_token_id if config.eos_token_id is not None else 0
     if (
         case.model.config.is_encoder_decoder
         and config.decoder_start_token_id is None
         and config.bos_token_id is None
     ):
         # T5-style models start decoding from the pad token; their tiny configs may not say so.
-        extra["decoder_start_token_id"] = pad if pad is not None else 0
-    with torch.inference_mode():
-        output = case.model.generate(
-            **inputs,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            **extra,
-        )
+        config.decoder_start_token_id = config.pad_token_id
+    config.max_new_tokens = config.min_new_tokens = new_tokens
+    config.do_sample = False
+    # Set on the model rather than passed in: some generate() overrides (BLIP's) pass their own
+    # generation arguments down and would receive ours twice.
+    case.model.generation_config = config
+    try:
+        with torch.inference_mode():
+            output = case.model.generate(**inputs)
+    finally:
+        case.model.generation_config = original
     sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
     if sequences is None:
         raise CheckFailed(f"generate returned {type(output).__name__} without sequences")
