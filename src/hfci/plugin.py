@@ -165,6 +165,8 @@ def known_failure(spec: CaseSpec, check: str) -> str | None:
             continue
         if entry.get("device", "*") not in ("*", spec.device):
             continue
+        if entry.get("runner", "*") not in ("*", spec.runner):
+            continue
         versions = entry.get("transformers")
         if versions:
             from packaging.specifiers import SpecifierSet
