@@ -54,18 +54,25 @@ def eager(model: Any, inputs: dict[str, Any]) -> Any:
     return _forward(_with_attention(model, "eager"), inputs)
 
 
+_VARIANTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def _with_attention(model: Any, implementation: str) -> Any:
+    """The model with another attention implementation: a copy, made once per model."""
     current = getattr(model.config, "_attn_implementation", None)
     if current == implementation:
         return model
-    other = copy.deepcopy(model)
-    try:
-        other.set_attn_implementation(implementation)
-    except (ValueError, ImportError, AttributeError) as error:
-        raise RunnerSkip(
-            f"{type(model).__name__} has no {implementation} attention: {str(error)[:150]}"
-        ) from None
-    return other
+    variants = _VARIANTS.setdefault(model, {})
+    if implementation not in variants:
+        other = copy.deepcopy(model)
+        try:
+            other.set_attn_implementation(implementation)
+        except (ValueError, ImportError, AttributeError) as error:
+            raise RunnerSkip(
+                f"{type(model).__name__} has no {implementation} attention: {str(error)[:150]}"
+            ) from None
+        variants[implementation] = other
+    return variants[implementation]
 
 
 def sdpa(model: Any, inputs: dict[str, Any]) -> Any:
@@ -83,6 +90,9 @@ def compile_(model: Any, inputs: dict[str, Any]) -> Any:
     import torch
 
     if model not in _COMPILED:
+        # Each case is a new model whose forward shares code objects with the last one of its
+        # class; without a reset, dynamo's recompile limit silently falls back to eager.
+        torch._dynamo.reset()
         # Wrapping leaves the model itself untouched, so the eager reference stays eager.
         _COMPILED[model] = torch.compile(model, dynamic=False)
     return _forward(_COMPILED[model], inputs)
