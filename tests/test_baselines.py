@@ -157,3 +157,22 @@ def test_a_slowed_case_is_flagged_and_no_other(tmp_path):
     assert "bert/ForMaskedLM [cpu] ratio" in slowed.stdout
     assert "test_benchmark[bert/ForMaskedLM-cpu]" in slowed.stdout
     assert "FAILED" in slowed.stdout and "ForTokenClassification-cpu] - " not in slowed.stdout
+
+
+def test_baselines_merge_command(tmp_path, capsys):
+    from hfci.cli import main
+
+    shard = tmp_path / "shard-1"
+    shard.mkdir()
+    baselines.write(
+        shard / f"{FP}.json", baselines.merge(None, [rec("a/Model", "forward", "passed")], {}, FP)
+    )
+    assert main(["baselines", "merge", str(tmp_path / "shard-1"), "--into", str(tmp_path / "out")]) == 0
+    assert "merged:" in capsys.readouterr().out
+    assert baselines.load(tmp_path / "out" / f"{FP}.json")["cases"]["a/Model"]["checks"] == {
+        "forward": "passed"
+    }
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["baselines", "merge", str(empty), "--into", str(tmp_path / "out")]) == 2
+    assert "no baseline files under" in capsys.readouterr().err

@@ -545,6 +545,12 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
             height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
             inputs["pixel_values"] = torch.rand(batch, channels, height, width, generator=generator)
+            if record.family == "video-encoder":
+                # Video encoders read their clip through pixel_values: (batch, frames, c, h, w).
+                frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
+                inputs["pixel_values"] = torch.rand(
+                    batch, frames, channels, height, width, generator=generator
+                )
             grid = getattr(config, "image_grid_pinpoints", None)
             if "image_sizes" in params and isinstance(grid, list) and grid:
                 # Any-resolution models read (batch, patches, channels, h, w) and each image's size;
