@@ -191,11 +191,17 @@ def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
     batch = input_batch(case)
     if sequences.shape[0] != batch:
         raise CheckFailed(f"generated batch {sequences.shape[0]} != {batch}")
-    prompt = (
-        inputs["input_ids"].shape[1]
-        if "input_ids" in inputs and not case.model.config.is_encoder_decoder
-        else 0
-    )
+    prompt = 0
+    ids = inputs.get("input_ids")
+    # Decoder-only models return the prompt first; vision-language models may drop their image
+    # placeholders from it, and then only the new tokens can be counted.
+    if (
+        ids is not None
+        and not case.model.config.is_encoder_decoder
+        and sequences.shape[-1] >= ids.shape[1]
+        and torch.equal(sequences[:, : ids.shape[1]].cpu(), ids.cpu())
+    ):
+        prompt = ids.shape[1]
     if sequences.shape[-1] < prompt + new_tokens:
         raise CheckFailed(f"generated length {sequences.shape[-1]} < prompt {prompt} + {new_tokens}")
 

@@ -161,7 +161,9 @@ def known_failure(spec: CaseSpec, check: str) -> str | None:
     from hfci.factory import model_entry
 
     for entry in model_entry(spec.record.model_type).get("known_failures", []):
-        if entry.get("check", "*") not in ("*", check) or entry.get("head", "*") not in ("*", spec.head):
+        checks = entry.get("check", "*")
+        checks = [checks] if isinstance(checks, str) else checks
+        if not {"*", check} & set(checks) or entry.get("head", "*") not in ("*", spec.head):
             continue
         if entry.get("device", "*") not in ("*", spec.device):
             continue

@@ -74,27 +74,67 @@ def _class(name: str) -> Any:
 
 
 def image_processor_for(record: ModelRecord, height: int, width: int) -> Any:
+    """The model type's image processor with its defaults, resized to the tiny model's images.
+
+    The size is given in the form the processor itself uses (height/width, or a shortest edge).
+    """
     name = record.processors.get("image_processor")
     if not name:
         raise NoRecipe(f"{record.model_type} has no image processor")
     try:
-        return _class(name)(size={"height": height, "width": width}, do_center_crop=False)
+        processor = _class(name)()
+        keys = set(dict(processor.size or {}))
+        size = (
+            {"shortest_edge": min(height, width)}
+            if keys == {"shortest_edge"}
+            else {"height": height, "width": width}
+        )
+        return _class(name)(size=size, do_center_crop=False)
     except NoRecipe:
         raise
     except Exception as error:
         raise NoRecipe(f"{name} cannot be built with defaults: {str(error)[:120]}") from error
 
 
-def feature_extractor_for(record: ModelRecord) -> Any:
+def feature_extractor_for(record: ModelRecord, model: Any = None) -> Any:
+    """The model type's feature extractor with its defaults, fitted to the tiny model's audio input.
+
+    Its feature size follows the tiny config's mel bins; a fixed-length extractor (Whisper's)
+    pads to the frames the tiny encoder reads instead of 30 seconds.
+    """
     name = record.processors.get("feature_extractor")
     if not name:
         raise NoRecipe(f"{record.model_type} has no feature extractor")
+    config = getattr(model, "config", None)
+    bins = _config_value(config, "num_mel_bins", "input_feat_per_channel")
     try:
-        return _class(name)()
+        cls = _class(name)
+        try:
+            extractor = cls(feature_size=bins) if bins else cls()
+        except TypeError:
+            extractor = cls()
     except NoRecipe:
         raise
     except Exception as error:
         raise NoRecipe(f"{name} cannot be built with defaults: {str(error)[:120]}") from error
+    positions = _config_value(config, "max_source_positions")
+    if positions and hasattr(extractor, "nb_max_frames") and hasattr(extractor, "hop_length"):
+        extractor.nb_max_frames = 2 * positions
+        extractor.n_samples = extractor.nb_max_frames * extractor.hop_length
+    return extractor
+
+
+def _config_value(config: Any, *keys: str) -> Any:
+    """The first of ``keys`` set on the config or one of its direct sub-configs."""
+    if config is None:
+        return None
+    subs = [config, *(v for v in vars(config).values() if hasattr(v, "to_dict") and hasattr(v, "model_type"))]
+    for sub in subs:
+        for key in keys:
+            value = getattr(sub, key, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
 
 
 def _words(n: int) -> str:
@@ -122,6 +162,8 @@ class Recipe:
 
 def _text(model: Any, record: ModelRecord) -> dict[str, Any]:
     text = model.config.get_text_config(decoder=True)
+    if not isinstance(getattr(text, "vocab_size", None), int):
+        raise NoRecipe("the config has no vocab_size (a character-level model needs its own tokenizer)")
     special = {kind: getattr(text, f"{kind}_token_id", None) for kind in ("pad", "eos", "bos")}
     special = {k: v[0] if isinstance(v, list) and v else v for k, v in special.items()}
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -140,7 +182,7 @@ def _vision(model: Any, record: ModelRecord) -> dict[str, Any]:
 
 
 def _audio(model: Any, record: ModelRecord) -> dict[str, Any]:
-    return {"feature_extractor": feature_extractor_for(record)}
+    return {"feature_extractor": feature_extractor_for(record, model)}
 
 
 def _audio_text(model: Any, record: ModelRecord) -> dict[str, Any]:
