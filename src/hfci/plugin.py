@@ -163,7 +163,9 @@ def known_failure(spec: CaseSpec, check: str) -> str | None:
     for entry in model_entry(spec.record.model_type).get("known_failures", []):
         checks = entry.get("check", "*")
         checks = [checks] if isinstance(checks, str) else checks
-        if not {"*", check} & set(checks) or entry.get("head", "*") not in ("*", spec.head):
+        heads = entry.get("head", "*")
+        heads = [heads] if isinstance(heads, str) else heads
+        if not {"*", check} & set(checks) or not {"*", spec.head} & set(heads):
             continue
         if entry.get("device", "*") not in ("*", spec.device):
             continue

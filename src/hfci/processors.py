@@ -83,12 +83,12 @@ def image_processor_for(record: ModelRecord, height: int, width: int) -> Any:
         raise NoRecipe(f"{record.model_type} has no image processor")
     try:
         processor = _class(name)()
+        exact = {"height": height, "width": width}
         keys = set(dict(processor.size or {}))
-        size = (
-            {"shortest_edge": min(height, width)}
-            if keys == {"shortest_edge"}
-            else {"height": height, "width": width}
-        )
+        size = {"shortest_edge": min(height, width)} if keys == {"shortest_edge"} else exact
+        if getattr(processor, "crop_size", None):
+            # Resize then crop to exactly the tiny model's image size, as the processor would.
+            return _class(name)(size=size, crop_size=exact)
         return _class(name)(size=size, do_center_crop=False)
     except NoRecipe:
         raise
@@ -172,6 +172,8 @@ def _text(model: Any, record: ModelRecord) -> dict[str, Any]:
 
 def _vision_size(model: Any) -> tuple[int, int]:
     pixel = getattr(model, "_hfci_pixel_shape", None)
+    if pixel and len(pixel) == 5:
+        raise NoRecipe("the model reads video clips, which image pipelines do not make")
     if pixel:
         return pixel[-2], pixel[-1]
     raise NoRecipe("the tiny model reads no pixel_values")
