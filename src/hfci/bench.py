@@ -8,15 +8,19 @@ re-measure; memory (near-deterministic) gets its own, tighter tolerance.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-WARMUP = 3
+WARMUP = 5
+# Re-measures a suspected regression must survive, each of them.
+REMEASURES = 3
 REPEATS = 21
 THREADS = 1
 # One-sided p-value below which a slowdown counts as statistically clear.
@@ -40,13 +44,17 @@ class Measurement:
 
     @property
     def ratio(self) -> float:
-        return self.median / statistics.median(self.reference)
+        """The median of the pairwise ratios: what carries across runs of one machine kind."""
+        return statistics.median(self.normalised)
 
     @property
     def normalised(self) -> list[float]:
-        """Each sample divided by the reference median: comparable across runs of one machine kind."""
-        ref = statistics.median(self.reference)
-        return [s / ref for s in self.samples]
+        """Each sample divided by the reference run timed just before it.
+
+        Adjacent pairs share the machine's state (clock, cache, a noisy neighbour), so their
+        ratio cancels most of the drift that a ratio of two medians would keep.
+        """
+        return [s / r for s, r in zip(self.samples, self.reference, strict=True)]
 
     @property
     def throughput(self) -> float:
@@ -127,16 +135,29 @@ def _synchronize(device: str) -> Callable[[], None]:
 
 
 def reference_workload(device: str = "cpu") -> Callable[[], None]:
-    """A fixed matmul chain of about a tiny model's cost, on the same device."""
+    """A fixed tiny network, on the same device: module calls, small matmuls, norms.
+
+    A tiny model's forward is mostly framework overhead; a reference made of the same kind of
+    work drifts with it (a bare matmul loop did not: its ratio moved 17 % within one process).
+    """
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 96, generator=generator).to(device)
+    torch_random_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList(
+        torch.nn.Sequential(
+            torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 32), torch.nn.LayerNorm(32)
+        )
+        for _ in range(4)
+    ).to(device)
+    torch.random.set_rng_state(torch_random_state)
+    x = torch.randn(2, 8, 32, generator=generator).to(device)
 
     def run() -> None:
-        y = x
-        for _ in range(6):
-            y = torch.tanh(y @ x)
+        h = x
+        for block in blocks:
+            h = h + block(h)
 
     return run
 
@@ -173,17 +194,43 @@ def measure(
         reference = reference_workload(device)
         sync = _synchronize(device)
         stretch = slowdowns().get(case, 1.0)
-        with torch.inference_mode():
-            for _ in range(warmup):
-                forward()
-                reference()
-            samples, refs = [], []
-            for _ in range(repeats):
-                refs.append(_timed(reference, sync))
-                samples.append(_timed(forward, sync, stretch))
+        collecting = gc.isenabled()
+        gc.disable()  # a collection inside a timed call is noise, not the model's cost
+        try:
+            with torch.inference_mode():
+                for _ in range(warmup):
+                    forward()
+                    reference()
+                samples, refs = [], []
+                for _ in range(repeats):
+                    refs.append(_timed(reference, sync))
+                    samples.append(_timed(forward, sync, stretch))
+        finally:
+            if collecting:
+                gc.enable()
         return Measurement(samples, refs, batch, peak_memory(forward, device))
     finally:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def machine_lock(path: str | os.PathLike[str] | None, exclusive: bool) -> Iterator[None]:
+    """Workers of one run share the machine: checks hold it shared, a measurement alone.
+
+    While one worker measures, the others finish the check in hand and wait, so no model build
+    or save on the other core disturbs the timings. Without a path (no xdist) it does nothing.
+    """
+    if not path:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def peak_memory(forward: Callable[[], Any], device: str) -> int | None:

@@ -344,6 +344,27 @@ def _outcome(report: pytest.TestReport) -> str:
     return report.outcome
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    meta = dict(item.user_properties).get("hfci")
+    if not meta:
+        return (yield)
+    from hfci.bench import machine_lock
+
+    with machine_lock(_lock_path(item.config), exclusive=meta["check"] == "benchmark"):
+        return (yield)
+
+
+def _lock_path(config: pytest.Config) -> str | None:
+    """One lock file per xdist run, so its workers take turns measuring; none without xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    if not workerinput:
+        return None
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"hfci-machine-{workerinput['testrunuid']}.lock")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     properties = dict(report.user_properties)

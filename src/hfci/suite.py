@@ -54,8 +54,11 @@ def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
     found = []
     if stored:
         latency = bench.compare_latency(stored, measurement, config.getoption("baseline_tolerance"))
-        if latency.kind == "regression":
-            # A regression must survive an immediate re-measure: one noisy burst is not one.
+        for _ in range(bench.REMEASURES):
+            if latency.kind != "regression":
+                break
+            # A regression must survive immediate re-measures: a noisy burst, or a model whose
+            # CPU kernels settle into a slow mode for a while, is not one.
             measurement = bench.measure(forward, hfci_case.device, batch, hfci_case.case)
             latency = bench.compare_latency(stored, measurement, config.getoption("baseline_tolerance"))
         memory = bench.compare_memory(stored, measurement, config.getoption("memory_tolerance"))
