@@ -14,12 +14,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hfci.bench import sig
 from hfci.catalog import CatalogError
 from hfci.results import Record, write_json_atomic
 
 SCHEMA = "hfci-baseline/1"
 DEFAULT_DIR = Path("baselines")
-DURATION_CHANGE = 0.5
+# A case's duration only balances shards: it is rewritten when it moved by more than this
+# factor either way, so the seconds-level jitter of tiny cases leaves the file alone.
+DURATION_FACTOR = 3.0
 
 
 class BaselineError(CatalogError):
@@ -112,8 +115,8 @@ def merge(
             entry["perf"] = perf
     for case, seconds in durations.items():
         old = cases[case].get("duration")
-        if not old or abs(seconds - old) / old > DURATION_CHANGE:
-            cases[case]["duration"] = round(seconds, 2)
+        if not old or not 1 / DURATION_FACTOR <= seconds / old <= DURATION_FACTOR:
+            cases[case]["duration"] = sig(max(seconds, 0.001), 2)
     return {
         "schema": SCHEMA,
         "fingerprint": fingerprint,

@@ -344,15 +344,29 @@ def _outcome(report: pytest.TestReport) -> str:
     return report.outcome
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Any:
-    meta = dict(item.user_properties).get("hfci")
-    if not meta:
-        return (yield)
-    from hfci.bench import machine_lock
+_STASH_LOCK = pytest.StashKey[Any]()
 
-    with machine_lock(_lock_path(item.config), exclusive=meta["check"] == "benchmark"):
-        return (yield)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Taken in setup and released in teardown, so that waiting for the machine counts in neither
+    # the call's recorded duration nor its timings.
+    meta = dict(item.user_properties).get("hfci")
+    path = _lock_path(item.config)
+    if meta and path:
+        from hfci.bench import machine_lock
+
+        lock = machine_lock(path, exclusive=meta["check"] == "benchmark")
+        lock.__enter__()
+        item.stash[_STASH_LOCK] = lock
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    lock = item.stash.get(_STASH_LOCK, None)
+    if lock is not None:
+        del item.stash[_STASH_LOCK]
+        lock.__exit__(None, None, None)
 
 
 def _lock_path(config: pytest.Config) -> str | None:
