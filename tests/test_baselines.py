@@ -40,10 +40,10 @@ def test_unchanged_performance_is_not_rewritten():
     assert same["cases"]["a/Model"]["perf"] == old
     assert same["cases"]["a/Model"]["duration"] == 1.0  # moved by 20 %: kept
     moved = baselines.merge(
-        base, [rec("a/Model", "benchmark", "passed", 3.0, {"ratio": 3.0}, changed=True)], {}, FP
+        base, [rec("a/Model", "benchmark", "passed", 4.0, {"ratio": 3.0}, changed=True)], {}, FP
     )
     assert moved["cases"]["a/Model"]["perf"] == {"ratio": 3.0}
-    assert moved["cases"]["a/Model"]["duration"] == 3.0
+    assert moved["cases"]["a/Model"]["duration"] == 4.0  # moved beyond a factor of three
 
 
 def test_runners_get_their_own_entries():
