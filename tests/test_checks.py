@@ -128,3 +128,31 @@ def test_summary_puts_new_failures_and_regressions_first():
     assert text.index("REGRESSIONS (1)") < text.index("FAILED (2)") < text.index("FIXED known failures (1)")
     assert "improvements (1)" in text and "no recipe" in text
     assert "5 cases, 5 checks: 1 passed, 2 failed, 0 xfailed, 1 xpassed, 1 skipped" in text
+
+
+def test_known_failures_match_check_head_runner_and_version():
+    from hfci.plugin import CaseSpec, known_failure
+
+    catalog = load_catalog()
+    bark = CaseSpec(catalog["bark"], "Model", "cpu")
+    assert "forward" in known_failure(bark, "forward")
+    assert known_failure(CaseSpec(catalog["bert"], "Model", "cpu"), "forward") is None
+    paligemma = catalog["paligemma"]
+    assert "sdpa" in known_failure(CaseSpec(paligemma, "Model", "cpu", "sdpa"), "parity")
+    assert known_failure(CaseSpec(paligemma, "Model", "cpu", "bf16"), "parity") is None
+    qwen = catalog["qwen3_next"]
+    assert known_failure(CaseSpec(qwen, "ForTokenClassification", "cpu"), "pipeline")
+    assert known_failure(CaseSpec(qwen, "ForSequenceClassification", "cpu"), "pipeline") is None
+
+
+def test_feature_extractors_fit_the_tiny_model():
+    whisper = build_case(load_catalog()["whisper"], "ForConditionalGeneration")
+    extractor = processors.feature_extractor_for(whisper.record, whisper.model)
+    assert extractor.feature_size == whisper.model.config.num_mel_bins
+    assert extractor.nb_max_frames == 2 * whisper.model.config.max_source_positions
+    with pytest.raises(processors.NoRecipe, match="has no feature extractor"):
+        processors.feature_extractor_for(load_catalog()["bert"])
+    with pytest.raises(processors.NoRecipe, match="has no image processor"):
+        processors.image_processor_for(load_catalog()["bert"], 32, 32)
+    vit = processors.image_processor_for(load_catalog()["vit"], 24, 24)
+    assert dict(vit.size) == {"height": 24, "width": 24}
