@@ -151,7 +151,7 @@ def test_a_slowed_case_is_flagged_and_no_other(tmp_path):
     first = run_suite(tmp_path, "--update-baselines")
     assert first.returncode == 0, first.stdout[-2000:]
     assert "baseline updated" in first.stdout
-    slowed = run_suite(tmp_path, env={"HFCI_TEST_SLOWDOWN": "bert/ForMaskedLM=3"})
+    slowed = run_suite(tmp_path, env={"HFCI_TEST_SLOWDOWN": "bert/ForMaskedLM=5"})
     assert slowed.returncode == 1
     assert "REGRESSIONS (1):" in slowed.stdout
     assert "bert/ForMaskedLM [cpu] ratio" in slowed.stdout
