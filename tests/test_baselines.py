@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -117,16 +116,9 @@ def test_merge_shard_files_into_one_per_fingerprint(tmp_path):
 
 
 def run_suite(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "--pyargs",
-        "hfci.suite",
-        "--run-model-tests",
-        "-p",
-        "no:cacheprovider",
-    ]
+    from hfci.cli import suite_command
+
+    command = suite_command()
     command += [
         "--model",
         "bert",

@@ -69,9 +69,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    """Run the model suite under pytest-xdist; the plugin validates the selection and summarises."""
-    command = [
+def suite_command() -> list[str]:
+    """The pytest command line that runs the shipped model suite, before any selection."""
+    return [
         sys.executable,
         "-m",
         "pytest",
@@ -81,6 +81,11 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         "-p",
         "no:cacheprovider",
     ]
+
+
+def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Run the model suite under pytest-xdist; the plugin validates the selection and summarises."""
+    command = suite_command()
     for option in ("category", "family", "tier", "model", "device", "runner"):
         for value in getattr(args, option):
             command += [f"--{option}", value]
