@@ -149,6 +149,12 @@ def test_a_slowed_case_is_flagged_and_no_other(tmp_path):
     assert "bert/ForMaskedLM [cpu] ratio" in slowed.stdout
     assert "test_benchmark[bert/ForMaskedLM-cpu]" in slowed.stdout
     assert "FAILED" in slowed.stdout and "ForTokenClassification-cpu] - " not in slowed.stdout
+    assert "NEW FAILURES" not in slowed.stdout  # a regression is reported once, as a regression
+    reported = run_suite(
+        tmp_path, "--regressions", "report", env={"HFCI_TEST_SLOWDOWN": "bert/ForMaskedLM=5"}
+    )
+    assert reported.returncode == 0
+    assert "REGRESSIONS (1):" in reported.stdout
 
 
 def test_baselines_merge_command(tmp_path, capsys):

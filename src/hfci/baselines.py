@@ -137,14 +137,16 @@ def write(path: Path, payload: Mapping[str, Any]) -> Path:
 
 
 def new_failures(baseline: Mapping[str, Any] | None, records: Iterable[Record]) -> list[Record]:
-    """Checks that passed in the baseline and fail now."""
+    """Checks that passed in the baseline and fail now (regressions are reported on their own)."""
     if not baseline:
         return []
     cases = baseline.get("cases", {})
     return [
         r
         for r in records
-        if r.outcome == "failed" and cases.get(key(r), {}).get("checks", {}).get(r.check) == "passed"
+        if r.outcome == "failed"
+        and r.check != "benchmark"
+        and cases.get(key(r), {}).get("checks", {}).get(r.check) == "passed"
     ]
 
 

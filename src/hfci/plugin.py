@@ -69,6 +69,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--memory-tolerance", type=float, default=0.05, help="allowed peak-memory growth")
     group.addoption("--no-baseline-check", action="store_true", help="measure, but compare with no baseline")
+    group.addoption(
+        "--regressions",
+        choices=("fail", "report"),
+        default="fail",
+        help="fail the run on a performance regression (default), or only report it",
+    )
     group.addoption("--update-baselines", action="store_true", help="rewrite the baselines with this run")
 
 

@@ -74,7 +74,7 @@ def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
         )
     )
     regressions = [v for v in found if v.kind == "regression"]
-    if regressions and not config.getoption("update_baselines"):
+    if regressions and not config.getoption("update_baselines") and config.getoption("regressions") == "fail":
         pytest.fail(
             "performance regression: " + "; ".join(f"{v.metric} {v.detail}" for v in regressions),
             pytrace=False,
