@@ -283,14 +283,11 @@ def test_truncate_keeps_short_text_and_cuts_long_text_at_a_line():
 def test_real_tiny_run_then_report(tmp_path):
     """A real model run of one case, then the report built from its results file."""
     results = tmp_path / "results"
+    from hfci.cli import suite_command
+
     run = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "hfci.suite",
-            "--run-model-tests",
+            *suite_command(),
             "--model",
             "bert",
             "-k",
@@ -300,8 +297,6 @@ def test_real_tiny_run_then_report(tmp_path):
             "--results-dir",
             str(results),
             "--no-baseline-check",
-            "-p",
-            "no:cacheprovider",
             "-q",
         ],
         capture_output=True,
