@@ -15,11 +15,11 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import traceback
 import warnings
 from collections import Counter
-import signal
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,8 +70,11 @@ def _probe(model_type: str, head: str) -> dict[str, Any]:
     except BaseException as error:
         frames = traceback.extract_tb(error.__traceback__)
         where = next(
-            (f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in reversed(frames)
-             if "transformers" in f.filename or "torch" in f.filename),
+            (
+                f"{f.filename.split('site-packages/')[-1]}:{f.lineno}"
+                for f in reversed(frames)
+                if "transformers" in f.filename or "torch" in f.filename
+            ),
             "",
         )
         cause = error.__cause__ or error
@@ -85,7 +88,9 @@ def _probe(model_type: str, head: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", action="append", default=[], help="model types (default: all)")
     parser.add_argument("--category", action="append", default=[])
     parser.add_argument("--workers", type=int, default=2)
@@ -108,10 +113,17 @@ def main() -> int:
                 # Cases run in submission order; one that never answers crashed its worker.
                 result = job.get(timeout=args.timeout + 30)
             except multiprocessing.TimeoutError:
-                result = {"case": f"{model_type}/{head}", "status": "fail", "check": "?", "error": "worker died"}
+                result = {
+                    "case": f"{model_type}/{head}",
+                    "status": "fail",
+                    "check": "?",
+                    "error": "worker died",
+                }
             results.append(result)
             if args.verbose and result["status"] != "pass":
-                print(f"{result['case']}: {result.get('check')}: {result.get('error')} @ {result.get('where')}")
+                print(
+                    f"{result['case']}: {result.get('check')}: {result.get('error')} @ {result.get('where')}"
+                )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1, sort_keys=True)
