@@ -105,8 +105,8 @@ def main() -> int:
     cases = [(r.model_type, h.name) for r in records for h in r.heads]
     context = multiprocessing.get_context("spawn")
     results: list[dict[str, Any]] = []
-    # A fresh worker every few cases: a model that leaks memory or global state costs little later.
-    with context.Pool(args.workers, maxtasksperchild=8) as pool:
+    # A fresh worker now and then: a model that leaks memory or global state costs little later.
+    with context.Pool(args.workers, maxtasksperchild=64) as pool:
         pending = [(case, pool.apply_async(probe, (*case, args.timeout))) for case in cases]
         for (model_type, head), job in pending:
             try:
