@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,13 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
             and isinstance(out.get(heads_key), int)
         ):
             out[kv_key] = out[heads_key]
+    for key, value in d.items():
+        # Depthwise convolutions (as many groups as channels) stay depthwise at the new width.
+        if key.endswith("groups") and isinstance(value, int) and out.get(key) == value:
+            for width in ("hidden_size", "d_model", "dim"):
+                if d.get(width) == value and isinstance(out.get(width), int) and out[width] != value:
+                    out[key] = out[width]
+                    break
     layers_after = _layer_count(out)
     if layers_before and layers_after and layers_after < layers_before:
         # Per-layer lists (layer_types, sliding windows, ...) must match the new depth.
@@ -576,11 +584,15 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     if "input_values" in params and main == "input_values":
         samples = hints.get("audio_samples", _audio_samples(config))
         channels = _find(config, "audio_channels", default=1)
-        shape = (
-            (batch, channels, samples)
-            if channels > 1 or "input_values" in _three_d_audio(model)
-            else (batch, samples)
-        )
+        documented = _documented_shape(model, "input_values")
+        sized = [_find(config, name) for name in documented[1:]]
+        if len(documented) == 3 and all(isinstance(v, int) and v > 0 for v in sized):
+            # Spectrogram transformers read (batch, frames, bins) sized by their config.
+            shape = (batch, *sized)
+        elif channels > 1 or len(documented) == 3 or _unpacks_channels(model):
+            shape = (batch, channels, samples)
+        else:
+            shape = (batch, samples)
         inputs["input_values"] = torch.randn(*shape, generator=generator)
     if "input_features" in params and (main == "input_features" or "input_features" in required):
         bins = _find(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
@@ -666,13 +678,20 @@ def _audio_samples(config: Any) -> int:
     return max(AUDIO_SAMPLES, (frames + 2) * math.prod(strides))
 
 
-def _three_d_audio(model: Any) -> set[str]:
-    """Names of audio inputs the model reads as (batch, channels, samples)."""
+def _documented_shape(model: Any, name: str) -> list[str]:
+    """The dimension names a forward's docstring gives an input, e.g. ["batch_size", "channels", "num_samples"]."""
+    doc = type(model).forward.__doc__ or ""
+    shape = re.search(rf"{name} \(`[^`]*` of shape `?\(([^)]*)\)", doc)
+    return [d.strip() for d in shape.group(1).split(",")] if shape else []
+
+
+def _unpacks_channels(model: Any) -> bool:
+    """Whether the model's source unpacks its audio as (batch, channels, samples)."""
     try:
         source = inspect.getsource(type(model).forward) + inspect.getsource(type(model))
     except (OSError, TypeError):
-        return set()
-    return {"input_values"} if "channels, input_length = input_values.shape" in source else set()
+        return False
+    return "channels, input_length = input_values.shape" in source
 
 
 def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any, base: Any = None) -> None:
