@@ -630,6 +630,10 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         # Hybrid and recurrent models build caches some of them cannot measure; a forward needs none.
         inputs["use_cache"] = False
     if main not in inputs and main in params:
+        documented = _documented_tensor(model, main, batch, seq_len, generator)
+        if documented is not None:
+            inputs[main] = documented
+    if main not in inputs and main in params:
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
     device = next((p.device for p in model.parameters()), "cpu")
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
@@ -683,6 +687,24 @@ def _documented_shape(model: Any, name: str) -> list[str]:
     doc = type(model).forward.__doc__ or ""
     shape = re.search(rf"{name} \(`[^`]*` of shape `?\(([^)]*)\)", doc)
     return [d.strip() for d in shape.group(1).split(",")] if shape else []
+
+
+def _documented_tensor(model: Any, name: str, batch: int, length: int, generator: Any) -> Any:
+    """A float input shaped as the forward's docstring documents it, or None.
+
+    Each dimension named after a config field (hidden_size, num_mel_bins, ...) takes its value,
+    ``batch_size`` the batch, and any other name (frames, sequence_length) the sequence length.
+    """
+    import torch
+
+    dims = _documented_shape(model, name)
+    if len(dims) < 2 or dims[0] not in ("batch_size", "batch") or name.endswith("_ids"):
+        return None
+    shape = [batch]
+    for dim in dims[1:]:
+        value = _find(model.config, dim) if dim.isidentifier() else (int(dim) if dim.isdigit() else None)
+        shape.append(value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else length)
+    return torch.randn(*shape, generator=generator)
 
 
 def _unpacks_channels(model: Any) -> bool:
