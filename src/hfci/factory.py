@@ -802,6 +802,9 @@ def _tensor_from_hint(hint: dict[str, Any], generator: Any) -> Any:
         return torch.randint(hint.get("low", 0), hint.get("high", 2), shape, generator=generator)
     if kind == "ones":
         return torch.ones(shape, dtype=torch.long)
+    if kind in ("true", "false"):
+        # Boolean masks (padding masks that are True where a frame is padding).
+        return torch.full(shape, kind == "true", dtype=torch.bool)
     return torch.randn(shape, generator=generator)
 
 
