@@ -104,7 +104,10 @@ def check_forward(case: TinyCase) -> Any:
     logits = dict(found).get("logits")
     batch = input_batch(case)
     if logits is not None:
-        if logits.shape[0] != batch:
+        decoder = case.inputs.get("decoder_input_ids")
+        # Decoder logits follow the decoder's rows (multi-codebook decoders fold codebooks in).
+        allowed = {batch} | ({decoder.shape[0]} if decoder is not None and decoder.dim() == 2 else set())
+        if logits.shape[0] not in allowed:
             raise CheckFailed(f"logits batch {logits.shape[0]} != input batch {batch}")
         config = case.model.config
         if set(head.mappings) & _TOKEN_SCORE_MAPPINGS and "input_ids" in case.inputs:

@@ -356,6 +356,7 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
         cls = getattr(transformers, head.class_name)
     except (AttributeError, ImportError) as error:
         raise _dependency_error(error) from error
+    config = _config_for(cls, config)
     torch.manual_seed(seed)
     try:
         model = cls(config)
@@ -363,6 +364,22 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
         raise _dependency_error(error) from error
     model._hfci_head = head_name
     return model.eval().to(device)
+
+
+def _config_for(cls: type, config: Any) -> Any:
+    """The config a head class is built from: a composite's sub-config where the class takes one.
+
+    Some heads of a composite model type (Musicgen's decoder-only ``Model`` and ``ForCausalLM``)
+    declare a sub-config class (the decoder's) as their ``config_class``.
+    """
+    wanted = getattr(cls, "config_class", None)
+    if not isinstance(wanted, type) or isinstance(config, wanted):
+        return config
+    for name in getattr(config, "sub_configs", None) or {}:
+        sub = getattr(config, name, None)
+        if isinstance(sub, wanted):
+            return sub
+    return config
 
 
 def parameter_count(model: Any) -> int:
