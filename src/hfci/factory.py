@@ -720,7 +720,9 @@ def _documented_tensor(model: Any, name: str, batch: int, length: int, generator
     shape = [batch]
     for dim in dims[1:]:
         value = _find(model.config, dim) if dim.isidentifier() else (int(dim) if dim.isdigit() else None)
-        shape.append(value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else length)
+        shape.append(
+            value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else length
+        )
     return torch.randn(*shape, generator=generator)
 
 
