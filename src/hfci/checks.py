@@ -104,7 +104,15 @@ def check_forward(case: TinyCase) -> Any:
     logits = dict(found).get("logits")
     batch = input_batch(case)
     if logits is not None:
-        if logits.shape[0] != batch:
+        decoder = case.inputs.get("decoder_input_ids")
+        allowed = {batch}
+        if decoder is not None and decoder.dim() == 2:
+            # Multi-codebook decoders read and score one row per codebook: (batch * codebooks, length).
+            allowed.add(decoder.shape[0])
+        elif decoder is not None and decoder.dim() == 3:
+            # Or read (batch, length, channels) and score each channel as a row.
+            allowed.add(decoder.shape[0] * decoder.shape[2])
+        if logits.shape[0] not in allowed:
             raise CheckFailed(f"logits batch {logits.shape[0]} != input batch {batch}")
         config = case.model.config
         if set(head.mappings) & _TOKEN_SCORE_MAPPINGS and "input_ids" in case.inputs:

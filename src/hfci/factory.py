@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,13 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
             and isinstance(out.get(heads_key), int)
         ):
             out[kv_key] = out[heads_key]
+    for key, value in d.items():
+        # Depthwise convolutions (as many groups as channels) stay depthwise at the new width.
+        if key.endswith("groups") and isinstance(value, int) and out.get(key) == value:
+            for width in ("hidden_size", "d_model", "dim"):
+                if d.get(width) == value and isinstance(out.get(width), int) and out[width] != value:
+                    out[key] = out[width]
+                    break
     layers_after = _layer_count(out)
     if layers_before and layers_after and layers_after < layers_before:
         # Per-layer lists (layer_types, sliding windows, ...) must match the new depth.
@@ -348,6 +356,7 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
         cls = getattr(transformers, head.class_name)
     except (AttributeError, ImportError) as error:
         raise _dependency_error(error) from error
+    config = _config_for(cls, config)
     torch.manual_seed(seed)
     try:
         model = cls(config)
@@ -355,6 +364,22 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
         raise _dependency_error(error) from error
     model._hfci_head = head_name
     return model.eval().to(device)
+
+
+def _config_for(cls: type, config: Any) -> Any:
+    """The config a head class is built from: a composite's sub-config where the class takes one.
+
+    Some heads of a composite model type (Musicgen's decoder-only ``Model`` and ``ForCausalLM``)
+    declare a sub-config class (the decoder's) as their ``config_class``.
+    """
+    wanted = getattr(cls, "config_class", None)
+    if not isinstance(wanted, type) or isinstance(config, wanted):
+        return config
+    for name in getattr(config, "sub_configs", None) or {}:
+        sub = getattr(config, name, None)
+        if isinstance(sub, wanted):
+            return sub
+    return config
 
 
 def parameter_count(model: Any) -> int:
@@ -576,11 +601,15 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     if "input_values" in params and main == "input_values":
         samples = hints.get("audio_samples", _audio_samples(config))
         channels = _find(config, "audio_channels", default=1)
-        shape = (
-            (batch, channels, samples)
-            if channels > 1 or "input_values" in _three_d_audio(model)
-            else (batch, samples)
-        )
+        documented = _documented_shape(model, "input_values")
+        sized = [_find(config, name) for name in documented[1:]]
+        if len(documented) == 3 and all(isinstance(v, int) and v > 0 for v in sized):
+            # Spectrogram transformers read (batch, frames, bins) sized by their config.
+            shape = (batch, *sized)
+        elif channels > 1 or len(documented) == 3 or _unpacks_channels(model):
+            shape = (batch, channels, samples)
+        else:
+            shape = (batch, samples)
         inputs["input_values"] = torch.randn(*shape, generator=generator)
     if "input_features" in params and (main == "input_features" or "input_features" in required):
         bins = _find(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
@@ -617,6 +646,10 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     if "use_cache" in params:
         # Hybrid and recurrent models build caches some of them cannot measure; a forward needs none.
         inputs["use_cache"] = False
+    if main not in inputs and main in params:
+        documented = _documented_tensor(model, main, batch, seq_len, generator)
+        if documented is not None:
+            inputs[main] = documented
     if main not in inputs and main in params:
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
     device = next((p.device for p in model.parameters()), "cpu")
@@ -666,13 +699,40 @@ def _audio_samples(config: Any) -> int:
     return max(AUDIO_SAMPLES, (frames + 2) * math.prod(strides))
 
 
-def _three_d_audio(model: Any) -> set[str]:
-    """Names of audio inputs the model reads as (batch, channels, samples)."""
+def _documented_shape(model: Any, name: str) -> list[str]:
+    """The dimension names a forward's docstring gives an input, e.g. ["batch_size", "channels", "num_samples"]."""
+    doc = type(model).forward.__doc__ or ""
+    shape = re.search(rf"{name} \(`[^`]*` of shape `?\(([^)]*)\)", doc)
+    return [d.strip() for d in shape.group(1).split(",")] if shape else []
+
+
+def _documented_tensor(model: Any, name: str, batch: int, length: int, generator: Any) -> Any:
+    """A float input shaped as the forward's docstring documents it, or None.
+
+    Each dimension named after a config field (hidden_size, num_mel_bins, ...) takes its value,
+    ``batch_size`` the batch, and any other name (frames, sequence_length) the sequence length.
+    """
+    import torch
+
+    dims = _documented_shape(model, name)
+    if len(dims) < 2 or dims[0] not in ("batch_size", "batch") or name.endswith("_ids"):
+        return None
+    shape = [batch]
+    for dim in dims[1:]:
+        value = _find(model.config, dim) if dim.isidentifier() else (int(dim) if dim.isdigit() else None)
+        shape.append(
+            value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else length
+        )
+    return torch.randn(*shape, generator=generator)
+
+
+def _unpacks_channels(model: Any) -> bool:
+    """Whether the model's source unpacks its audio as (batch, channels, samples)."""
     try:
         source = inspect.getsource(type(model).forward) + inspect.getsource(type(model))
     except (OSError, TypeError):
-        return set()
-    return {"input_values"} if "channels, input_length = input_values.shape" in source else set()
+        return False
+    return "channels, input_length = input_values.shape" in source
 
 
 def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any, base: Any = None) -> None:
@@ -761,6 +821,9 @@ def _tensor_from_hint(hint: dict[str, Any], generator: Any) -> Any:
         return torch.randint(hint.get("low", 0), hint.get("high", 2), shape, generator=generator)
     if kind == "ones":
         return torch.ones(shape, dtype=torch.long)
+    if kind in ("true", "false"):
+        # Boolean masks (padding masks that are True where a frame is padding).
+        return torch.full(shape, kind == "true", dtype=torch.bool)
     return torch.randn(shape, generator=generator)
 
 
