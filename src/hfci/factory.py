@@ -166,6 +166,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             d[kv_key] = kv = heads
         if isinstance(kv, int) and isinstance(heads, int) and heads > 0 and (kv > heads or heads % kv):
             d[kv_key] = math.gcd(heads, kv)
+    _mamba_heads(d)
     head_dim = d.get("head_dim")
     if not isinstance(head_dim, int):
         width, heads = d.get("hidden_size"), d.get("num_attention_heads")
@@ -200,6 +201,33 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
                 # A vision-language model without a placeholder id cannot place its image features.
                 d[key] = _inside_vocab(vocab, vocab, taken)
     return d
+
+
+# State-space (Mamba-2) mixers split ``expand * hidden_size`` channels into heads of equal
+# width (or into an explicit inner width), and the heads into groups: (expansion, inner width,
+# head count, head width, group count) fields.
+_MAMBA_HEADS = (
+    ("mamba_expand", "mamba_d_ssm", "mamba_n_heads", "mamba_d_head", "mamba_n_groups"),
+    ("expand", None, "num_heads", "head_dim", "n_groups"),
+)
+
+
+def _mamba_heads(d: dict[str, Any]) -> None:
+    """Mamba heads that tile the shrunk inner width exactly (heads x head width = expand x width)."""
+    width = d.get("hidden_size")
+    for expand_key, inner_key, heads_key, dim_key, groups_key in _MAMBA_HEADS:
+        expand, heads, dim = d.get(expand_key), d.get(heads_key), d.get(dim_key)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, expand, heads, dim)):
+            continue
+        inner = d.get(inner_key) if inner_key else None
+        inner = inner if isinstance(inner, int) and inner > 0 else expand * width
+        if heads * dim == inner:
+            continue
+        dim = math.gcd(inner, min(dim, 16))
+        d[dim_key], d[heads_key] = dim, inner // dim
+        groups = d.get(groups_key)
+        if isinstance(groups, int) and groups > 0 and d[heads_key] % groups:
+            d[groups_key] = math.gcd(d[heads_key], groups)
 
 
 def _split_evenly(parts: list[int], total: int) -> list[int]:
