@@ -101,18 +101,58 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
     layers_after = _layer_count(out)
     if layers_before and layers_after and layers_after < layers_before:
         # Per-layer lists (layer_types, sliding windows, ...) must match the new depth.
+        kept = _kept_layers(out, layers_before, layers_after)
         for key, value in out.items():
             if isinstance(value, list) and len(value) == layers_before:
-                out[key] = value[:layers_after]
+                out[key] = [value[i] for i in kept]
             elif (
                 isinstance(value, dict)
                 and value
                 and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
             ):
-                # Per-layer tables of settings keyed by layer index.
-                out[key] = {k: v for k, v in value.items() if int(k) < layers_after}
+                # Per-layer tables of settings keyed by layer index, renumbered like the layers.
+                out[key] = {
+                    _layer_key(k, kept.index(int(k))): v for k, v in value.items() if int(k) in kept
+                }
+        _cap_shared_layers(out, kept)
     _rescale_pinpoints(d, out)
     return make_consistent(out)
+
+
+def _kept_layers(d: dict[str, Any], before: int, after: int) -> list[int]:
+    """Which of ``before`` layers a depth of ``after`` keeps: the first ones, but at least one of
+    every kind a per-layer list of names (layer_types, ...) holds, as far as the depth allows."""
+    kept = list(range(after))
+    for kinds in d.values():
+        if not (isinstance(kinds, list) and len(kinds) == before and all(isinstance(k, str) for k in kinds)):
+            continue
+        for kind in dict.fromkeys(kinds):
+            if any(kinds[i] == kind for i in kept):
+                continue
+            # Replace the last kept layer whose kind another kept layer also has.
+            for position in reversed(range(len(kept))):
+                if sum(kinds[i] == kinds[kept[position]] for i in kept) > 1:
+                    kept[position] = kinds.index(kind)
+                    break
+            kept.sort()
+    return kept
+
+
+def _layer_key(key: Any, index: int) -> Any:
+    """A per-layer table's key for a new layer index, written like the old one ("05", 5, "5")."""
+    if isinstance(key, int):
+        return index
+    return str(index).zfill(len(key)) if key.startswith("0") and len(key) > 1 else str(index)
+
+
+def _cap_shared_layers(d: dict[str, Any], kept: list[int]) -> None:
+    """Layers that reuse earlier layers' key/value states (the last ``num_kv_shared_layers``) need
+    an earlier layer of every kind producing them: fewer shared layers where the depth is short."""
+    shared, kinds = d.get("num_kv_shared_layers"), d.get("layer_types")
+    if not (isinstance(shared, int) and shared > 0 and isinstance(kinds, list) and kinds):
+        return
+    producers = max(kinds.index(kind) for kind in set(kinds)) + 1
+    d["num_kv_shared_layers"] = max(0, min(shared, len(kinds) - producers))
 
 
 def _rescale_pinpoints(before: dict[str, Any], after: dict[str, Any]) -> None:
