@@ -829,6 +829,10 @@ def _tensor_from_hint(hint: dict[str, Any], generator: Any) -> Any:
         return torch.randint(hint.get("low", 0), hint.get("high", 2), shape, generator=generator)
     if kind == "ones":
         return torch.ones(shape, dtype=torch.long)
+    if kind == "uniform":
+        # Floats spread evenly over [low, high): normalised coordinates and the like.
+        low, high = hint.get("low", 0.0), hint.get("high", 1.0)
+        return low + (high - low) * torch.rand(shape, generator=generator)
     return torch.randn(shape, generator=generator)
 
 
