@@ -111,9 +111,7 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
                 and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
             ):
                 # Per-layer tables of settings keyed by layer index, renumbered like the layers.
-                out[key] = {
-                    _layer_key(k, kept.index(int(k))): v for k, v in value.items() if int(k) in kept
-                }
+                out[key] = {_layer_key(k, kept.index(int(k))): v for k, v in value.items() if int(k) in kept}
         _cap_shared_layers(out, kept)
     _rescale_pinpoints(d, out)
     return make_consistent(out)
@@ -257,7 +255,9 @@ def _mamba_heads(d: dict[str, Any]) -> None:
     width = d.get("hidden_size")
     for expand_key, inner_key, heads_key, dim_key, groups_key in _MAMBA_HEADS:
         expand, heads, dim = d.get(expand_key), d.get(heads_key), d.get(dim_key)
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, expand, heads, dim)):
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, expand, heads, dim)
+        ):
             continue
         inner = d.get(inner_key) if inner_key else None
         inner = inner if isinstance(inner, int) and inner > 0 else expand * width
