@@ -56,6 +56,32 @@ def test_shrink_lists_layers_suffixes_and_none():
     assert tiny["prediction_length"] == 4
 
 
+def test_shrink_keeps_a_layer_of_every_kind_and_renumbers_per_layer_tables():
+    default = {
+        "num_hidden_layers": 6,
+        "layer_types": ["sliding", "sliding", "sliding", "full", "sliding", "full"],
+        "windows": [8, 8, 8, None, 8, None],
+        "per_layer_config": {"03": {"window": None}, "05": {"window": None}},
+        "num_kv_shared_layers": 3,
+    }
+    tiny = factory.shrink(default, RULES)
+    assert tiny["layer_types"] == ["sliding", "full"]
+    assert tiny["windows"] == [8, None]
+    assert tiny["per_layer_config"] == {"01": {"window": None}}
+    # Shared layers need an earlier producer of every kind: none fit in two layers.
+    assert tiny["num_kv_shared_layers"] == 0
+
+
+def test_make_consistent_tiles_mamba_heads_over_the_inner_width():
+    fixed = factory.make_consistent(
+        {"hidden_size": 32, "mamba_expand": 2, "mamba_n_heads": 128, "mamba_d_head": 64, "mamba_n_groups": 8}
+    )
+    assert fixed["mamba_n_heads"] * fixed["mamba_d_head"] == 64
+    assert fixed["mamba_n_heads"] % fixed["mamba_n_groups"] == 0
+    explicit = {"hidden_size": 32, "mamba_expand": 2, "mamba_d_ssm": 1024, "mamba_n_heads": 128, "mamba_d_head": 8}
+    assert factory.make_consistent(explicit) == explicit
+
+
 def test_make_consistent_repairs_heads_ids_and_rope_sections():
     fixed = factory.make_consistent(
         {

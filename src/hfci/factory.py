@@ -109,18 +109,56 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
     layers_after = _layer_count(out)
     if layers_before and layers_after and layers_after < layers_before:
         # Per-layer lists (layer_types, sliding windows, ...) must match the new depth.
+        kept = _kept_layers(out, layers_before, layers_after)
         for key, value in out.items():
             if isinstance(value, list) and len(value) == layers_before:
-                out[key] = value[:layers_after]
+                out[key] = [value[i] for i in kept]
             elif (
                 isinstance(value, dict)
                 and value
                 and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
             ):
-                # Per-layer tables of settings keyed by layer index.
-                out[key] = {k: v for k, v in value.items() if int(k) < layers_after}
+                # Per-layer tables of settings keyed by layer index, renumbered like the layers.
+                out[key] = {_layer_key(k, kept.index(int(k))): v for k, v in value.items() if int(k) in kept}
+        _cap_shared_layers(out, kept)
     _rescale_pinpoints(d, out)
     return make_consistent(out)
+
+
+def _kept_layers(d: dict[str, Any], before: int, after: int) -> list[int]:
+    """Which of ``before`` layers a depth of ``after`` keeps: the first ones, but at least one of
+    every kind a per-layer list of names (layer_types, ...) holds, as far as the depth allows."""
+    kept = list(range(after))
+    for kinds in d.values():
+        if not (isinstance(kinds, list) and len(kinds) == before and all(isinstance(k, str) for k in kinds)):
+            continue
+        for kind in dict.fromkeys(kinds):
+            if any(kinds[i] == kind for i in kept):
+                continue
+            # Replace the last kept layer whose kind another kept layer also has.
+            for position in reversed(range(len(kept))):
+                if sum(kinds[i] == kinds[kept[position]] for i in kept) > 1:
+                    kept[position] = kinds.index(kind)
+                    break
+            kept.sort()
+    return kept
+
+
+def _layer_key(key: Any, index: int) -> Any:
+    """A per-layer table's key for a new layer index, written like the old one ("05", 5, "5")."""
+    if isinstance(key, int):
+        return index
+    return str(index).zfill(len(key)) if key.startswith("0") and len(key) > 1 else str(index)
+
+
+def _cap_shared_layers(d: dict[str, Any], kept: list[int]) -> None:
+    """Layers that reuse earlier layers' key/value states (the last ``num_kv_shared_layers``) need
+    an earlier layer of every kind producing them: fewer shared layers where the depth is short."""
+    shared, kinds = d.get("num_kv_shared_layers"), d.get("layer_types")
+    if not (isinstance(shared, int) and shared > 0 and isinstance(kinds, list) and kinds):
+        return
+    producers = max(kinds.index(kind) for kind in set(kinds)) + 1
+    d["num_kv_shared_layers"] = max(0, min(shared, len(kinds) - producers))
 
 
 def _rescale_pinpoints(before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -174,6 +212,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             d[kv_key] = kv = heads
         if isinstance(kv, int) and isinstance(heads, int) and heads > 0 and (kv > heads or heads % kv):
             d[kv_key] = math.gcd(heads, kv)
+    _mamba_heads(d)
     head_dim = d.get("head_dim")
     if not isinstance(head_dim, int):
         width, heads = d.get("hidden_size"), d.get("num_attention_heads")
@@ -208,6 +247,35 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
                 # A vision-language model without a placeholder id cannot place its image features.
                 d[key] = _inside_vocab(vocab, vocab, taken)
     return d
+
+
+# State-space (Mamba-2) mixers split ``expand * hidden_size`` channels into heads of equal
+# width (or into an explicit inner width), and the heads into groups: (expansion, inner width,
+# head count, head width, group count) fields.
+_MAMBA_HEADS = (
+    ("mamba_expand", "mamba_d_ssm", "mamba_n_heads", "mamba_d_head", "mamba_n_groups"),
+    ("expand", None, "num_heads", "head_dim", "n_groups"),
+)
+
+
+def _mamba_heads(d: dict[str, Any]) -> None:
+    """Mamba heads that tile the shrunk inner width exactly (heads x head width = expand x width)."""
+    width = d.get("hidden_size")
+    for expand_key, inner_key, heads_key, dim_key, groups_key in _MAMBA_HEADS:
+        expand, heads, dim = d.get(expand_key), d.get(heads_key), d.get(dim_key)
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, expand, heads, dim)
+        ):
+            continue
+        inner = d.get(inner_key) if inner_key else None
+        inner = inner if isinstance(inner, int) and inner > 0 else expand * width
+        if heads * dim == inner:
+            continue
+        dim = math.gcd(inner, min(dim, 16))
+        d[dim_key], d[heads_key] = dim, inner // dim
+        groups = d.get(groups_key)
+        if isinstance(groups, int) and groups > 0 and d[heads_key] % groups:
+            d[groups_key] = math.gcd(d[heads_key], groups)
 
 
 def _split_evenly(parts: list[int], total: int) -> list[int]:
@@ -824,6 +892,10 @@ def _tensor_from_hint(hint: dict[str, Any], generator: Any) -> Any:
     if kind in ("true", "false"):
         # Boolean masks (padding masks that are True where a frame is padding).
         return torch.full(shape, kind == "true", dtype=torch.bool)
+    if kind == "uniform":
+        # Floats spread evenly over [low, high): normalised coordinates and the like.
+        low, high = hint.get("low", 0.0), hint.get("high", 1.0)
+        return low + (high - low) * torch.rand(shape, generator=generator)
     return torch.randn(shape, generator=generator)
 
 
