@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,7 +192,16 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             else min((v for v in subs if isinstance(v, int)), default=None)
         )
     if isinstance(vocab, int) and vocab > 0:
-        taken: set[int] = set()
+        # Ids the sub-configs already hold (a text model's end of sequence) stay theirs alone.
+        taken: set[int] = {
+            v
+            for sub in d.values()
+            if _is_config_dict(sub)
+            for key, value in sub.items()
+            if key.endswith(("_token_id", "_token_index", "_token_ids"))
+            for v in (value if isinstance(value, list) else [value])
+            if isinstance(v, int) and not isinstance(v, bool)
+        }
         for key in sorted(d):
             if key.endswith(("_token_id", "_token_index", "_token_ids")):
                 d[key] = _inside_vocab(d[key], vocab, taken)
@@ -305,6 +315,18 @@ def _module_source(module: str) -> str:
 def _reads(record: ModelRecord, name: str) -> bool:
     """Whether the model's modeling code reads a setting (possibly with a default of its own)."""
     return f'"{name}"' in _module_source(record.module)
+
+
+def _image_stacks(model: Any) -> bool:
+    """Whether the model (or the base model it wraps) unpacks its images as (batch, num_images, ...)."""
+    sources = []
+    for module in (model, getattr(model, "model", None)):
+        try:
+            sources.append(inspect.getsource(type(module)))
+        except (OSError, TypeError):
+            pass
+    pattern = r"\w+, num_images\b[^=\n]*= pixel_values\.shape"
+    return any(re.search(pattern, source) for source in sources)
 
 
 def _with_mrope(d: dict[str, Any]) -> dict[str, Any]:
@@ -537,14 +559,24 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         if isinstance(eos, int) and 0 <= eos < vocab and eos != getattr(text, "pad_token_id", None):
             # Sequence classification of encoder-decoders reads the last end-of-sequence token.
             inputs["input_ids"][:, -1] = eos
+    for name in sorted(required):
+        if name.endswith("_input_ids") and name not in inputs:
+            # A second tokenizer's ids (a Q-Former's, a prompt encoder's) index its own vocabulary.
+            sub = getattr(config, name.removesuffix("_input_ids") + "_config", None)
+            inputs[name] = ids(getattr(sub, "vocab_size", None) or vocab, seq_len)
     grid_key = next((k for k in ("image_grid_thw", "grid_thw") if k in params), None)
-    if "pixel_values" in params and (main == "pixel_values" or record.category in ("vision", "multimodal")):
+    if "pixel_values" in params and (
+        main == "pixel_values" or record.category in ("vision", "multimodal") or "pixel_values" in required
+    ):
         if grid_key:
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
         else:
             channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
             height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
             inputs["pixel_values"] = torch.rand(batch, channels, height, width, generator=generator)
+            if _image_stacks(model):
+                # Models that read several images per sample: (batch, images, channels, h, w).
+                inputs["pixel_values"] = inputs["pixel_values"].unsqueeze(1)
             if record.family == "video-encoder":
                 # Video encoders read their clip through pixel_values: (batch, frames, c, h, w).
                 frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
