@@ -456,10 +456,27 @@ def _required(params: Any) -> set[str]:
 # Placeholder tokens in the text that a multimodal model replaces by the features of one
 # modality: (token id fields, feature method, the inputs that method reads).
 _PLACEHOLDERS = (
-    (("image_token_id", "image_token_index"), "get_image_features", "pixel_values", ("image_",)),
+    (("image_token_id", "image_token_index"), "get_image_features", "pixel_values", ("image_", "pixel_")),
     (("video_token_id", "video_token_index"), "get_video_features", "pixel_values_videos", ("video_",)),
     (("audio_token_id", "audio_token_index"), "get_audio_features", "input_features", ("audio_", "feature_")),
 )
+
+
+def _feature_method(model: Any, method: str, base: Any = None) -> Any:
+    """The model's feature method (``get_image_features``, ...), or its base model's, or None."""
+    function = getattr(model, method, None) or getattr(getattr(model, "model", None), method, None)
+    if function is None and base is not None:
+        # A head without the feature method (and no ``model`` attribute): ask its base model.
+        function = getattr(base(), method, None)
+    return function
+
+
+def _feature_method_requires(model: Any, method: str, name: str) -> bool:
+    function = _feature_method(model, method)
+    try:
+        return function is not None and name in _required(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return False
 
 
 def _feature_rows(
@@ -473,10 +490,7 @@ def _feature_rows(
     """How many embedding rows the model's ``method`` yields for these inputs (None if unknown)."""
     import torch
 
-    function = getattr(model, method, None) or getattr(getattr(model, "model", None), method, None)
-    if function is None and base is not None:
-        # A head without the feature method (and no ``model`` attribute): ask its base model.
-        function = getattr(base(), method, None)
+    function = _feature_method(model, method, base)
     if function is None or main not in inputs:
         return None
     accepted = inspect.signature(function).parameters
@@ -591,6 +605,9 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
                 inputs["pixel_values"] = torch.rand(
                     batch, patches, channels, height, width, generator=generator
                 )
+                inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
+            elif "image_sizes" in params and _feature_method_requires(model, "get_image_features", "image_sizes"):
+                # Variable-resolution towers (Pixtral) read each image's size to cut its patches.
                 inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
     elif main == "hidden_states" and grid_key:
         inputs["hidden_states"], inputs[grid_key] = _patch_grid(config, batch, generator)
@@ -793,6 +810,8 @@ def _tensor_from_hint(hint: dict[str, Any], generator: Any) -> Any:
         return torch.randint(hint.get("low", 0), hint.get("high", 2), shape, generator=generator)
     if kind == "ones":
         return torch.ones(shape, dtype=torch.long)
+    if kind == "true":
+        return torch.ones(shape, dtype=torch.bool)
     return torch.randn(shape, generator=generator)
 
 
