@@ -181,6 +181,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             factor = rope.get("partial_rotary_factor", d.get("partial_rotary_factor")) or 1.0
             half = max(int(head_dim * factor) // 2, len(rope["mrope_section"]))
             d[rope_key] = {**rope, "mrope_section": _split_evenly(rope["mrope_section"], half)}
+    _clamp_feature_layers(d)
     vocab = d.get("vocab_size")
     if vocab is None:
         # A composite config's placeholder ids index its text model's vocabulary.
@@ -210,6 +211,27 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
                 # A vision-language model without a placeholder id cannot place its image features.
                 d[key] = _inside_vocab(vocab, vocab, taken)
     return d
+
+
+def _clamp_feature_layers(d: dict[str, Any]) -> None:
+    """Vision feature layers (picked from the tower's hidden states) index the shrunk tower."""
+    vision = d.get("vision_config")
+    depth = _layer_count(vision) if _is_config_dict(vision) else None
+    if not depth:
+        return
+
+    def clamp(layer: Any) -> Any:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            return layer
+        return min(layer, depth - 1) if layer >= 0 else max(layer, -depth)
+
+    for holder in [d, *(v for v in d.values() if _is_config_dict(v) and v is not vision)]:
+        for key in ("vision_feature_layer", "vision_feature_layers"):
+            value = holder.get(key)
+            if isinstance(value, (list, tuple)):
+                holder[key] = [clamp(v) for v in value]
+            elif isinstance(value, int):
+                holder[key] = clamp(value)
 
 
 def _split_evenly(parts: list[int], total: int) -> list[int]:
@@ -464,11 +486,19 @@ _PLACEHOLDERS = (
 
 def _feature_method(model: Any, method: str, base: Any = None) -> Any:
     """The model's feature method (``get_image_features``, ...), or its base model's, or None."""
-    function = getattr(model, method, None) or getattr(getattr(model, "model", None), method, None)
-    if function is None and base is not None:
+    found = [getattr(model, method, None), getattr(getattr(model, "model", None), method, None)]
+    if not any(found) and base is not None:
         # A head without the feature method (and no ``model`` attribute): ask its base model.
-        function = getattr(base(), method, None)
-    return function
+        found.append(getattr(base(), method, None))
+    found = [f for f in found if f is not None]
+    # A head's method that only forwards ``*args, **kwargs`` hides the names its base model reads.
+    named = [f for f in found if _named(f)]
+    return (named or found or [None])[0]
+
+
+def _named(function: Any) -> bool:
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return any(p.kind not in kinds for p in inspect.signature(function).parameters.values())
 
 
 def _feature_method_requires(model: Any, method: str, name: str) -> bool:
@@ -494,7 +524,12 @@ def _feature_rows(
     if function is None or main not in inputs:
         return None
     accepted = inspect.signature(function).parameters
-    kwargs = {k: v for k, v in inputs.items() if k == main or (k.startswith(prefixes) and k in accepted)}
+    needed = _required(accepted)
+    kwargs = {
+        k: v
+        for k, v in inputs.items()
+        if k == main or (k in accepted and (k.startswith(prefixes) or k in needed))
+    }
     try:
         with torch.no_grad():
             output = function(**kwargs)
