@@ -847,6 +847,8 @@ def _tensor_from_hint(hint: dict[str, Any], generator: Any) -> Any:
         return torch.ones(shape, dtype=torch.long)
     if kind == "true":
         return torch.ones(shape, dtype=torch.bool)
+    if kind == "uniform":
+        return torch.rand(shape, generator=generator)
     return torch.randn(shape, generator=generator)
 
 
