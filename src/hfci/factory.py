@@ -8,6 +8,7 @@ rules cannot know about one model type comes from ``data/models.toml``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -343,10 +344,8 @@ def _image_stacks(model: Any) -> bool:
     """Whether the model (or the base model it wraps) unpacks its images as (batch, num_images, ...)."""
     sources = []
     for module in (model, getattr(model, "model", None)):
-        try:
+        with contextlib.suppress(OSError, TypeError):
             sources.append(inspect.getsource(type(module)))
-        except (OSError, TypeError):
-            pass
     pattern = r"\w+, num_images\b[^=\n]*= pixel_values\.shape"
     return any(re.search(pattern, source) for source in sources)
 
@@ -641,7 +640,9 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
                     batch, patches, channels, height, width, generator=generator
                 )
                 inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
-            elif "image_sizes" in params and _feature_method_requires(model, "get_image_features", "image_sizes"):
+            elif "image_sizes" in params and _feature_method_requires(
+                model, "get_image_features", "image_sizes"
+            ):
                 # Variable-resolution towers (Pixtral) read each image's size to cut its patches.
                 inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
     elif main == "hidden_states" and grid_key:
