@@ -8,6 +8,7 @@ rules cannot know about one model type comes from ``data/models.toml``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -227,6 +228,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             factor = rope.get("partial_rotary_factor", d.get("partial_rotary_factor")) or 1.0
             half = max(int(head_dim * factor) // 2, len(rope["mrope_section"]))
             d[rope_key] = {**rope, "mrope_section": _split_evenly(rope["mrope_section"], half)}
+    _clamp_feature_layers(d)
     vocab = d.get("vocab_size")
     if vocab is None:
         # A composite config's placeholder ids index its text model's vocabulary.
@@ -238,7 +240,16 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             else min((v for v in subs if isinstance(v, int)), default=None)
         )
     if isinstance(vocab, int) and vocab > 0:
-        taken: set[int] = set()
+        # Ids the sub-configs already hold (a text model's end of sequence) stay theirs alone.
+        taken: set[int] = {
+            v
+            for sub in d.values()
+            if _is_config_dict(sub)
+            for key, value in sub.items()
+            if key.endswith(("_token_id", "_token_index", "_token_ids"))
+            for v in (value if isinstance(value, list) else [value])
+            if isinstance(v, int) and not isinstance(v, bool)
+        }
         for key in sorted(d):
             if key.endswith(("_token_id", "_token_index", "_token_ids")):
                 d[key] = _inside_vocab(d[key], vocab, taken)
@@ -276,6 +287,27 @@ def _mamba_heads(d: dict[str, Any]) -> None:
         groups = d.get(groups_key)
         if isinstance(groups, int) and groups > 0 and d[heads_key] % groups:
             d[groups_key] = math.gcd(d[heads_key], groups)
+
+
+def _clamp_feature_layers(d: dict[str, Any]) -> None:
+    """Vision feature layers (picked from the tower's hidden states) index the shrunk tower."""
+    vision = d.get("vision_config")
+    depth = _layer_count(vision) if _is_config_dict(vision) else None
+    if not depth:
+        return
+
+    def clamp(layer: Any) -> Any:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            return layer
+        return min(layer, depth - 1) if layer >= 0 else max(layer, -depth)
+
+    for holder in [d, *(v for v in d.values() if _is_config_dict(v) and v is not vision)]:
+        for key in ("vision_feature_layer", "vision_feature_layers"):
+            value = holder.get(key)
+            if isinstance(value, (list, tuple)):
+                holder[key] = [clamp(v) for v in value]
+            elif isinstance(value, int):
+                holder[key] = clamp(value)
 
 
 def _split_evenly(parts: list[int], total: int) -> list[int]:
@@ -381,6 +413,16 @@ def _module_source(module: str) -> str:
 def _reads(record: ModelRecord, name: str) -> bool:
     """Whether the model's modeling code reads a setting (possibly with a default of its own)."""
     return f'"{name}"' in _module_source(record.module)
+
+
+def _image_stacks(model: Any) -> bool:
+    """Whether the model (or the base model it wraps) unpacks its images as (batch, num_images, ...)."""
+    sources = []
+    for module in (model, getattr(model, "model", None)):
+        with contextlib.suppress(OSError, TypeError):
+            sources.append(inspect.getsource(type(module)))
+    pattern = r"\w+, num_images\b[^=\n]*= pixel_values\.shape"
+    return any(re.search(pattern, source) for source in sources)
 
 
 def _with_mrope(d: dict[str, Any]) -> dict[str, Any]:
@@ -527,10 +569,35 @@ def _required(params: Any) -> set[str]:
 # Placeholder tokens in the text that a multimodal model replaces by the features of one
 # modality: (token id fields, feature method, the inputs that method reads).
 _PLACEHOLDERS = (
-    (("image_token_id", "image_token_index"), "get_image_features", "pixel_values", ("image_",)),
+    (("image_token_id", "image_token_index"), "get_image_features", "pixel_values", ("image_", "pixel_")),
     (("video_token_id", "video_token_index"), "get_video_features", "pixel_values_videos", ("video_",)),
     (("audio_token_id", "audio_token_index"), "get_audio_features", "input_features", ("audio_", "feature_")),
 )
+
+
+def _feature_method(model: Any, method: str, base: Any = None) -> Any:
+    """The model's feature method (``get_image_features``, ...), or its base model's, or None."""
+    found = [getattr(model, method, None), getattr(getattr(model, "model", None), method, None)]
+    if not any(found) and base is not None:
+        # A head without the feature method (and no ``model`` attribute): ask its base model.
+        found.append(getattr(base(), method, None))
+    found = [f for f in found if f is not None]
+    # A head's method that only forwards ``*args, **kwargs`` hides the names its base model reads.
+    named = [f for f in found if _named(f)]
+    return (named or found or [None])[0]
+
+
+def _named(function: Any) -> bool:
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return any(p.kind not in kinds for p in inspect.signature(function).parameters.values())
+
+
+def _feature_method_requires(model: Any, method: str, name: str) -> bool:
+    function = _feature_method(model, method)
+    try:
+        return function is not None and name in _required(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return False
 
 
 def _feature_rows(
@@ -544,14 +611,16 @@ def _feature_rows(
     """How many embedding rows the model's ``method`` yields for these inputs (None if unknown)."""
     import torch
 
-    function = getattr(model, method, None) or getattr(getattr(model, "model", None), method, None)
-    if function is None and base is not None:
-        # A head without the feature method (and no ``model`` attribute): ask its base model.
-        function = getattr(base(), method, None)
+    function = _feature_method(model, method, base)
     if function is None or main not in inputs:
         return None
     accepted = inspect.signature(function).parameters
-    kwargs = {k: v for k, v in inputs.items() if k == main or (k.startswith(prefixes) and k in accepted)}
+    needed = _required(accepted)
+    kwargs = {
+        k: v
+        for k, v in inputs.items()
+        if k == main or (k in accepted and (k.startswith(prefixes) or k in needed))
+    }
     try:
         with torch.no_grad():
             output = function(**kwargs)
@@ -630,14 +699,24 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         if isinstance(eos, int) and 0 <= eos < vocab and eos != getattr(text, "pad_token_id", None):
             # Sequence classification of encoder-decoders reads the last end-of-sequence token.
             inputs["input_ids"][:, -1] = eos
+    for name in sorted(required):
+        if name.endswith("_input_ids") and name not in inputs:
+            # A second tokenizer's ids (a Q-Former's, a prompt encoder's) index its own vocabulary.
+            sub = getattr(config, name.removesuffix("_input_ids") + "_config", None)
+            inputs[name] = ids(getattr(sub, "vocab_size", None) or vocab, seq_len)
     grid_key = next((k for k in ("image_grid_thw", "grid_thw") if k in params), None)
-    if "pixel_values" in params and (main == "pixel_values" or record.category in ("vision", "multimodal")):
+    if "pixel_values" in params and (
+        main == "pixel_values" or record.category in ("vision", "multimodal") or "pixel_values" in required
+    ):
         if grid_key:
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
         else:
             channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
             height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
             inputs["pixel_values"] = torch.rand(batch, channels, height, width, generator=generator)
+            if _image_stacks(model):
+                # Models that read several images per sample: (batch, images, channels, h, w).
+                inputs["pixel_values"] = inputs["pixel_values"].unsqueeze(1)
             if record.family == "video-encoder":
                 # Video encoders read their clip through pixel_values: (batch, frames, c, h, w).
                 frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
@@ -652,6 +731,11 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
                 inputs["pixel_values"] = torch.rand(
                     batch, patches, channels, height, width, generator=generator
                 )
+                inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
+            elif "image_sizes" in params and _feature_method_requires(
+                model, "get_image_features", "image_sizes"
+            ):
+                # Variable-resolution towers (Pixtral) read each image's size to cut its patches.
                 inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
     elif main == "hidden_states" and grid_key:
         inputs["hidden_states"], inputs[grid_key] = _patch_grid(config, batch, generator)
