@@ -538,7 +538,12 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             # Sequence classification of encoder-decoders reads the last end-of-sequence token.
             inputs["input_ids"][:, -1] = eos
     grid_key = next((k for k in ("image_grid_thw", "grid_thw") if k in params), None)
-    if "pixel_values" in params and (main == "pixel_values" or record.category in ("vision", "multimodal")):
+    # A vision tower that requires its patch rows and their grid takes them whatever its category.
+    patch_rows = next((k for k in ("pixel_values", "hidden_states") if k in required), None)
+    grid_required = grid_key in required and patch_rows is not None
+    if "pixel_values" in params and (
+        main == "pixel_values" or record.category in ("vision", "multimodal") or grid_required
+    ):
         if grid_key:
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
         else:
@@ -560,7 +565,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
                     batch, patches, channels, height, width, generator=generator
                 )
                 inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
-    elif main == "hidden_states" and grid_key:
+    elif grid_key and "hidden_states" in params and (main == "hidden_states" or grid_required):
         inputs["hidden_states"], inputs[grid_key] = _patch_grid(config, batch, generator)
     if wanted("pixel_values_videos"):
         if "video_grid_thw" in params:
