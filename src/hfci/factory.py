@@ -180,6 +180,11 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             factor = rope.get("partial_rotary_factor", d.get("partial_rotary_factor")) or 1.0
             half = max(int(head_dim * factor) // 2, len(rope["mrope_section"]))
             d[rope_key] = {**rope, "mrope_section": _split_evenly(rope["mrope_section"], half)}
+    window, patch, merge = d.get("window_size"), d.get("patch_size"), d.get("spatial_merge_size")
+    if all(isinstance(v, int) and v > 0 for v in (window, patch, merge)) and window < patch * merge:
+        # Beside a patch size and a merge size, the window is measured in pixels: it must hold
+        # at least one merged patch.
+        d["window_size"] = patch * merge
     vocab = d.get("vocab_size")
     if vocab is None:
         # A composite config's placeholder ids index its text model's vocabulary.
