@@ -411,6 +411,11 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
         cls = getattr(transformers, head.class_name)
     except (AttributeError, ImportError) as error:
         raise _dependency_error(error) from error
+    wanted = getattr(cls, "config_class", None)
+    if isinstance(wanted, type) and not isinstance(config, wanted):
+        # A head declared on one part of a composite config (a text-only causal LM of a
+        # vision-language type) is built from that part.
+        config = next((c for c in _sub_configs(config) if isinstance(c, wanted)), config)
     torch.manual_seed(seed)
     try:
         model = cls(config)
