@@ -560,7 +560,8 @@ def _patch_grid(config: Any, batch: int, generator: Any) -> tuple[Any, Any]:
     patch = _find(config, "patch_size", default=2)
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
     temporal = _find(config, "temporal_patch_size", default=1) or 1
-    merge = _find(config, "spatial_merge_size", "merge_size", default=1) or 1
+    merge = _find(config, "spatial_merge_size", "merge_size", "merge_kernel_size", default=1) or 1
+    merge = merge[0] if isinstance(merge, (list, tuple)) else merge
     channels = _find(config, "in_channels", "num_channels", "in_chans", default=3)
     side = 2 * merge
     grid = torch.tensor([[1, side, side]] * batch)
