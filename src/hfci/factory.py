@@ -559,7 +559,8 @@ def _patch_grid(config: Any, batch: int, generator: Any) -> tuple[Any, Any]:
 
     patch = _find(config, "patch_size", default=2)
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    temporal = _find(config, "temporal_patch_size", default=1) or 1
+    temporal = _find(config, "temporal_patch_size", "patch_temporal", default=1) or 1
+    temporal = temporal[0] if isinstance(temporal, (list, tuple)) else temporal
     merge = _find(config, "spatial_merge_size", "merge_size", "merge_kernel_size", default=1) or 1
     merge = merge[0] if isinstance(merge, (list, tuple)) else merge
     channels = _find(config, "in_channels", "num_channels", "in_chans", default=3)
