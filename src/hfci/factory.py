@@ -527,10 +527,19 @@ def _feature_rows(
         return None
     accepted = inspect.signature(function).parameters
     kwargs = {k: v for k, v in inputs.items() if k == main or (k.startswith(prefixes) and k in accepted)}
-    try:
-        with torch.no_grad():
-            output = function(**kwargs)
-    except Exception:
+    attempts = [kwargs]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        # A head's method that passes its keyword arguments on to the base model's may need more.
+        attempts.append({k: v for k, v in inputs.items() if k == main or k.startswith(prefixes)})
+    output = None
+    for attempt in attempts:
+        try:
+            with torch.no_grad():
+                output = function(**attempt)
+            break
+        except Exception:
+            continue
+    if output is None:
         return None
     if hasattr(output, "keys"):
         pooled = output.get("pooler_output") if "pooler_output" in output else None
