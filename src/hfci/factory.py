@@ -183,7 +183,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
                 # The multimodal rotary sections split the rotated half of a head.
                 half = max(_rotated_half(d, rope, head_dim), len(rope["mrope_section"]))
                 ropes[name] = {**rope, "mrope_section": _split_evenly(rope["mrope_section"], half)}
-        d[rope_key] = ropes[None] if None in ropes else ropes
+        d[rope_key] = ropes.get(None, ropes)
     window, patch, merge = d.get("window_size"), d.get("patch_size"), d.get("spatial_merge_size")
     if all(isinstance(v, int) and v > 0 for v in (window, patch, merge)) and window < patch * merge:
         # Beside a patch size and a merge size, the window is measured in pixels: it must hold
@@ -375,7 +375,7 @@ def _with_mrope(d: dict[str, Any]) -> dict[str, Any]:
         for name, flat in ropes.items():
             if "mrope_section" not in flat and ("rope_type" in flat or "rope_theta" in flat):
                 ropes[name] = {**flat, "mrope_section": [1, 1, 1]}
-        out["rope_parameters"] = ropes[None] if None in ropes else ropes
+        out["rope_parameters"] = ropes.get(None, ropes)
     return out
 
 
