@@ -704,10 +704,8 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         _insert_placeholders(model, inputs, params, functools.cache(lambda: _base_model(model, record)))
     if "input_ids" in inputs and "attention_mask" in params:
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if "use_cache" in params or (takes_kwargs and getattr(text, "use_cache", None)):
-        # Hybrid and recurrent models build caches some of them cannot measure; a forward needs none
-        # (a forward that passes its keyword arguments on defaults to the config's use_cache).
+    if "use_cache" in params:
+        # Hybrid and recurrent models build caches some of them cannot measure; a forward needs none.
         inputs["use_cache"] = False
     if main not in inputs and main in params:
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
