@@ -205,6 +205,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
         width, heads = d.get(width_key), d.get(heads_key)
         if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
             d[heads_key] = math.gcd(width, heads)
+    _fit_mrope_heads(d)
     heads = d.get("num_attention_heads")
     for kv_key in ("num_key_value_heads", "num_kv_heads"):
         kv = d.get(kv_key)
@@ -222,12 +223,20 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             # Some modeling code reads ``config.head_dim`` without deriving it when it is None.
             d["head_dim"] = head_dim
     for rope_key in ("rope_parameters", "rope_scaling"):
-        rope = d.get(rope_key)
-        if isinstance(rope, dict) and _int_list(rope.get("mrope_section")) and head_dim:
-            # The multimodal rotary sections split the rotated half of a head.
-            factor = rope.get("partial_rotary_factor", d.get("partial_rotary_factor")) or 1.0
-            half = max(int(head_dim * factor) // 2, len(rope["mrope_section"]))
-            d[rope_key] = {**rope, "mrope_section": _split_evenly(rope["mrope_section"], half)}
+        if not (isinstance(d.get(rope_key), dict) and head_dim):
+            continue
+        ropes = _flat_ropes(d[rope_key])
+        for name, rope in ropes.items():
+            if _int_list(rope.get("mrope_section")):
+                # The multimodal rotary sections split the rotated half of a head.
+                half = max(_rotated_half(d, rope, head_dim), len(rope["mrope_section"]))
+                ropes[name] = {**rope, "mrope_section": _split_evenly(rope["mrope_section"], half)}
+        d[rope_key] = ropes.get(None, ropes)
+    window, patch, merge = d.get("window_size"), d.get("patch_size"), d.get("spatial_merge_size")
+    if all(isinstance(v, int) and v > 0 for v in (window, patch, merge)) and window < patch * merge:
+        # Beside a patch size and a merge size, the window is measured in pixels: it must hold
+        # at least one merged patch.
+        d["window_size"] = patch * merge
     _clamp_feature_layers(d)
     vocab = d.get("vocab_size")
     if vocab is None:
@@ -310,6 +319,45 @@ def _clamp_feature_layers(d: dict[str, Any]) -> None:
                 holder[key] = clamp(value)
 
 
+def _flat_ropes(rope: dict[str, Any]) -> dict[str | None, dict[str, Any]]:
+    """The rotary settings of a rope dict: itself (key None), or one per layer type."""
+    if rope and all(isinstance(v, dict) for v in rope.values()):
+        return dict(rope)
+    return {None: rope}
+
+
+def _rotated_half(d: dict[str, Any], rope: dict[str, Any], head_dim: int) -> int:
+    factor = rope.get("partial_rotary_factor", d.get("partial_rotary_factor")) or 1.0
+    return int(head_dim * factor) // 2
+
+
+def _fit_mrope_heads(d: dict[str, Any]) -> None:
+    """Heads wide enough that their rotated half holds one frequency per multimodal section."""
+    ropes = [
+        r
+        for key in ("rope_parameters", "rope_scaling")
+        if isinstance(d.get(key), dict)
+        for r in _flat_ropes(d[key]).values()
+        if _int_list(r.get("mrope_section"))
+    ]
+    if not ropes:
+        return
+
+    def too_narrow(head_dim: int) -> bool:
+        return any(_rotated_half(d, r, head_dim) < len(r["mrope_section"]) for r in ropes)
+
+    head_dim, width, heads = d.get("head_dim"), d.get("hidden_size"), d.get("num_attention_heads")
+    if isinstance(head_dim, int) and head_dim > 0:
+        while too_narrow(head_dim):
+            head_dim *= 2
+        d["head_dim"] = head_dim
+    elif isinstance(width, int) and isinstance(heads, int) and heads > 0:
+        while heads > 1 and too_narrow(width // heads):
+            heads //= 2
+        if not width % heads:
+            d["num_attention_heads"] = heads
+
+
 def _split_evenly(parts: list[int], total: int) -> list[int]:
     """``parts`` rescaled to sum to ``total``, keeping their ratios as far as integers allow."""
     if sum(parts) == total:
@@ -390,7 +438,7 @@ def tiny_config(record: ModelRecord) -> Any:
         config = cls(**changes)
         # Fields the config derived from the shrunk ones (or filled in at init) get one more pass.
         derived = config.to_dict()
-        wanted = _with_mrope(derived) if _reads(record, "mrope_section") else derived
+        wanted = _with_mrope(derived) if _reads(record, "mrope_section", derived) else derived
         again = overrides(derived, shrink(wanted))
         if again:
             changes = _deep_update(_deep_update(changes, again), entry_config)
@@ -410,9 +458,20 @@ def _module_source(module: str) -> str:
         return ""
 
 
-def _reads(record: ModelRecord, name: str) -> bool:
-    """Whether the model's modeling code reads a setting (possibly with a default of its own)."""
-    return f'"{name}"' in _module_source(record.module)
+def _reads(record: ModelRecord, name: str, config: dict[str, Any] | None = None) -> bool:
+    """Whether the model's modeling code, or that of a sub-config's model type, reads a setting
+    (possibly with a default of its own)."""
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    modules = {record.module}
+    queue = [config or {}]
+    while queue:
+        current = queue.pop()
+        for value in current.values():
+            if _is_config_dict(value):
+                modules.add(model_type_to_module_name(value["model_type"]))
+                queue.append(value)
+    return any(f'"{name}"' in _module_source(module) for module in sorted(modules))
 
 
 def _image_stacks(model: Any) -> bool:
@@ -429,8 +488,12 @@ def _with_mrope(d: dict[str, Any]) -> dict[str, Any]:
     """Multimodal rotary sections made explicit where the modeling code has a full-size default."""
     out = {k: _with_mrope(v) if _is_config_dict(v) else v for k, v in d.items()}
     rope = out.get("rope_parameters")
-    if isinstance(rope, dict) and "mrope_section" not in rope and "num_attention_heads" in out:
-        out["rope_parameters"] = {**rope, "mrope_section": [1, 1, 1]}
+    if isinstance(rope, dict) and rope and "num_attention_heads" in out:
+        ropes = _flat_ropes(rope)
+        for name, flat in ropes.items():
+            if "mrope_section" not in flat and ("rope_type" in flat or "rope_theta" in flat):
+                ropes[name] = {**flat, "mrope_section": [1, 1, 1]}
+        out["rope_parameters"] = ropes.get(None, ropes)
     return out
 
 
@@ -485,8 +548,7 @@ def _config_for(cls: type, config: Any) -> Any:
     wanted = getattr(cls, "config_class", None)
     if not isinstance(wanted, type) or isinstance(config, wanted):
         return config
-    for name in getattr(config, "sub_configs", None) or {}:
-        sub = getattr(config, name, None)
+    for sub in _sub_configs(config):
         if isinstance(sub, wanted):
             return sub
     return config
@@ -621,10 +683,19 @@ def _feature_rows(
         for k, v in inputs.items()
         if k == main or (k in accepted and (k.startswith(prefixes) or k in needed))
     }
-    try:
-        with torch.no_grad():
-            output = function(**kwargs)
-    except Exception:
+    attempts = [kwargs]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        # A head's method that passes its keyword arguments on to the base model's may need more.
+        attempts.append({k: v for k, v in inputs.items() if k == main or k.startswith(prefixes)})
+    output = None
+    for attempt in attempts:
+        try:
+            with torch.no_grad():
+                output = function(**attempt)
+            break
+        except Exception:
+            continue
+    if output is None:
         return None
     if hasattr(output, "keys"):
         pooled = output.get("pooler_output") if "pooler_output" in output else None
@@ -653,8 +724,10 @@ def _patch_grid(config: Any, batch: int, generator: Any) -> tuple[Any, Any]:
 
     patch = _find(config, "patch_size", default=2)
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    temporal = _find(config, "temporal_patch_size", default=1) or 1
-    merge = _find(config, "spatial_merge_size", "merge_size", default=1) or 1
+    temporal = _find(config, "temporal_patch_size", "patch_temporal", default=1) or 1
+    temporal = temporal[0] if isinstance(temporal, (list, tuple)) else temporal
+    merge = _find(config, "spatial_merge_size", "merge_size", "merge_kernel_size", default=1) or 1
+    merge = merge[0] if isinstance(merge, (list, tuple)) else merge
     channels = _find(config, "in_channels", "num_channels", "in_chans", default=3)
     side = 2 * merge
     grid = torch.tensor([[1, side, side]] * batch)
@@ -696,7 +769,13 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         inputs["input_ids"] = ids(vocab, seq_len)
         eos = getattr(text, "eos_token_id", None)
         eos = eos[0] if isinstance(eos, list) and eos else eos
-        if isinstance(eos, int) and 0 <= eos < vocab and eos != getattr(text, "pad_token_id", None):
+        placeholders = {getattr(config, k, None) for keys, *_ in _PLACEHOLDERS for k in keys}
+        if (
+            isinstance(eos, int)
+            and 0 <= eos < vocab
+            and eos != getattr(text, "pad_token_id", None)
+            and eos not in placeholders
+        ):
             # Sequence classification of encoder-decoders reads the last end-of-sequence token.
             inputs["input_ids"][:, -1] = eos
     for name in sorted(required):
@@ -705,8 +784,14 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             sub = getattr(config, name.removesuffix("_input_ids") + "_config", None)
             inputs[name] = ids(getattr(sub, "vocab_size", None) or vocab, seq_len)
     grid_key = next((k for k in ("image_grid_thw", "grid_thw") if k in params), None)
+    # A vision tower that requires its patch rows and their grid takes them whatever its category.
+    patch_rows = next((k for k in ("pixel_values", "hidden_states") if k in required), None)
+    grid_required = grid_key in required and patch_rows is not None
     if "pixel_values" in params and (
-        main == "pixel_values" or record.category in ("vision", "multimodal") or "pixel_values" in required
+        main == "pixel_values"
+        or record.category in ("vision", "multimodal")
+        or "pixel_values" in required
+        or grid_required
     ):
         if grid_key:
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
@@ -737,7 +822,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             ):
                 # Variable-resolution towers (Pixtral) read each image's size to cut its patches.
                 inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
-    elif main == "hidden_states" and grid_key:
+    elif grid_key and "hidden_states" in params and (main == "hidden_states" or grid_required):
         inputs["hidden_states"], inputs[grid_key] = _patch_grid(config, batch, generator)
     if wanted("pixel_values_videos"):
         if "video_grid_thw" in params:
