@@ -523,14 +523,16 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             out[out == token] = free[token % len(free)]
         return out
 
+    # A contrastive model (logits_per_text against logits_per_image/audio/...) compares both
+    # modalities in one forward: each of them needs its input, whichever is the main one.
+    contrastive = _contrastive_logits(model)
+
     def wanted(name: str, *mains: str) -> bool:
-        return name in params and (main in (name, *mains) or name in required)
+        return name in params and (main in (name, *mains) or name in required or contrastive)
 
     text = _text_config(config)
     vocab = getattr(text, "vocab_size", None) or _find(config, "vocab_size", default=99)
-    if "input_ids" in params and (
-        main == "input_ids" or "input_ids" in required or record.category in ("text", "multimodal")
-    ):
+    if wanted("input_ids") or ("input_ids" in params and record.category in ("text", "multimodal")):
         inputs["input_ids"] = ids(vocab, seq_len)
         eos = getattr(text, "eos_token_id", None)
         eos = eos[0] if isinstance(eos, list) and eos else eos
@@ -538,14 +540,14 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             # Sequence classification of encoder-decoders reads the last end-of-sequence token.
             inputs["input_ids"][:, -1] = eos
     grid_key = next((k for k in ("image_grid_thw", "grid_thw") if k in params), None)
-    if "pixel_values" in params and (main == "pixel_values" or record.category in ("vision", "multimodal")):
+    if wanted("pixel_values") or ("pixel_values" in params and record.category in ("vision", "multimodal")):
         if grid_key:
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
         else:
             channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
             height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
             inputs["pixel_values"] = torch.rand(batch, channels, height, width, generator=generator)
-            if record.family == "video-encoder":
+            if record.family == "video-encoder" or "logits_per_video" in contrastive:
                 # Video encoders read their clip through pixel_values: (batch, frames, c, h, w).
                 frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
                 inputs["pixel_values"] = torch.rand(
@@ -573,7 +575,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             inputs["pixel_values_videos"] = torch.rand(
                 batch, frames, channels, height, width, generator=generator
             )
-    if "input_values" in params and main == "input_values":
+    if wanted("input_values"):
         samples = hints.get("audio_samples", _audio_samples(config))
         channels = _find(config, "audio_channels", default=1)
         shape = (
@@ -582,7 +584,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             else (batch, samples)
         )
         inputs["input_values"] = torch.randn(*shape, generator=generator)
-    if "input_features" in params and (main == "input_features" or "input_features" in required):
+    if wanted("input_features"):
         bins = _find(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
         frames = hints.get("frames") or 2 * (_find(config, "max_source_positions", default=32) or 32)
         if _frames_first(record.processors.get("feature_extractor")):
@@ -621,6 +623,21 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
     device = next((p.device for p in model.parameters()), "cpu")
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+
+
+def _contrastive_logits(model: Any) -> set[str]:
+    """The contrastive logits (``logits_per_text``, ``logits_per_image``, ...) the forward returns."""
+    import typing
+
+    try:
+        annotation = inspect.signature(type(model).forward).return_annotation
+    except (TypeError, ValueError):
+        return set()
+    found: set[str] = set()
+    for output in typing.get_args(annotation) or (annotation,):
+        fields = getattr(output, "__dataclass_fields__", None) or {}
+        found.update(name for name in fields if name.startswith("logits_per_"))
+    return found
 
 
 def _base_model(model: Any, record: ModelRecord) -> Any:
