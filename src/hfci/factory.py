@@ -434,7 +434,7 @@ def _required(params: Any) -> set[str]:
 # Placeholder tokens in the text that a multimodal model replaces by the features of one
 # modality: (token id fields, feature method, the inputs that method reads).
 _PLACEHOLDERS = (
-    (("image_token_id", "image_token_index"), "get_image_features", "pixel_values", ("image_",)),
+    (("image_token_id", "image_token_index"), "get_image_features", "pixel_values", ("image_", "pixel_attention_", "spatial_")),
     (("video_token_id", "video_token_index"), "get_video_features", "pixel_values_videos", ("video_",)),
     (("audio_token_id", "audio_token_index"), "get_audio_features", "input_features", ("audio_", "feature_")),
 )
@@ -500,6 +500,21 @@ def _patch_grid(config: Any, batch: int, generator: Any) -> tuple[Any, Any]:
     return torch.rand(rows, channels * temporal * patch * patch, generator=generator), grid
 
 
+def _flex_patches(config: Any, batch: int, height: int, width: int, generator: Any) -> dict[str, Any]:
+    """Rows of flattened patches with their mask and (rows, columns) grid, per image."""
+    import torch
+
+    patch = _find(config, "patch_size", default=16)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    channels = _find(config, "num_channels", "in_channels", default=3)
+    rows, columns = max(1, height // patch), max(1, width // patch)
+    return {
+        "pixel_values": torch.rand(batch, rows * columns, channels * patch * patch, generator=generator),
+        "pixel_attention_mask": torch.ones(batch, rows * columns, dtype=torch.long),
+        "spatial_shapes": torch.tensor([[rows, columns]] * batch),
+    }
+
+
 def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[str, Any]:
     """Inputs for ``model.forward`` shaped by its signature and config (on the model's device)."""
     import torch
@@ -543,6 +558,10 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     if wanted("pixel_values") or ("pixel_values" in params and record.category in ("vision", "multimodal")):
         if grid_key:
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
+        elif "spatial_shapes" in params:
+            # Native-resolution (NaFlex) encoders read flattened patches, their mask and grid.
+            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
+            inputs.update(_flex_patches(config, batch, height, width, generator))
         else:
             channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
             height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
