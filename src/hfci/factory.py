@@ -235,11 +235,26 @@ def overrides(default: dict[str, Any], tiny: dict[str, Any]) -> dict[str, Any]:
             changed = overrides(before if isinstance(before, dict) else {}, value)
             if before is None or before.get("model_type") != value.get("model_type"):
                 changed = value
+            elif changed and _same_stages(before, value):
+                # A sub-config passed as a dict is rebuilt from its own class defaults: the output
+                # stages its parent chose (a neck reading several of them) must travel with it.
+                for stage_key in ("out_features", "out_indices"):
+                    if before.get(stage_key) is not None and stage_key not in changed:
+                        changed[stage_key] = before[stage_key]
             if changed:
                 out[key] = {"model_type": value["model_type"], **changed}
         elif value != before:
             out[key] = value
     return out
+
+
+def _same_stages(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether shrinking kept a backbone's stages (so its output stage names still exist)."""
+    depths_before, depths_after = before.get("depths"), after.get("depths")
+    return _layer_count(before) == _layer_count(after) and (
+        not isinstance(depths_before, list)
+        or (isinstance(depths_after, list) and len(depths_before) == len(depths_after))
+    )
 
 
 def _deep_update(d: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
