@@ -541,6 +541,14 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     required = _required(params)
     generator = torch.Generator().manual_seed(seed)
     main = getattr(model, "main_input_name", "input_ids")
+    if isinstance(main, (list, tuple)):
+        # Several main inputs (image and task, ...): the first one leads.
+        main = main[0] if main else "input_ids"
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if main not in params and named:
+        # A main input name inherited from a shared base class the forward does not take: the
+        # forward's first parameter is the main input.
+        main = named[0]
     inputs: dict[str, Any] = {}
     reserved = _special_ids(config)
 
