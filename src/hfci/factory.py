@@ -570,7 +570,11 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
 
     text = _text_config(config)
     vocab = getattr(text, "vocab_size", None) or _find(config, "vocab_size", default=99)
-    if wanted("input_ids") or ("input_ids" in params and record.category in ("text", "multimodal")):
+    prompted = record.category == "vision" and getattr(config, "text_config", None) is not None
+    if wanted("input_ids") or (
+        # Vision models with a text tower (open-vocabulary segmenters) read a text prompt too.
+        "input_ids" in params and (record.category in ("text", "multimodal") or prompted)
+    ):
         inputs["input_ids"] = ids(vocab, seq_len)
         eos = getattr(text, "eos_token_id", None)
         eos = eos[0] if isinstance(eos, list) and eos else eos
