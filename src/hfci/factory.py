@@ -449,7 +449,12 @@ def _required(params: Any) -> set[str]:
 # Placeholder tokens in the text that a multimodal model replaces by the features of one
 # modality: (token id fields, feature method, the inputs that method reads).
 _PLACEHOLDERS = (
-    (("image_token_id", "image_token_index"), "get_image_features", "pixel_values", ("image_", "pixel_attention_", "spatial_")),
+    (
+        ("image_token_id", "image_token_index"),
+        "get_image_features",
+        "pixel_values",
+        ("image_", "pixel_attention_", "spatial_"),
+    ),
     (("video_token_id", "video_token_index"), "get_video_features", "pixel_values_videos", ("video_",)),
     (("audio_token_id", "audio_token_index"), "get_audio_features", "input_features", ("audio_", "feature_")),
 )
