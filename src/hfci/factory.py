@@ -391,11 +391,26 @@ def overrides(default: dict[str, Any], tiny: dict[str, Any]) -> dict[str, Any]:
             changed = overrides(before if isinstance(before, dict) else {}, value)
             if before is None or before.get("model_type") != value.get("model_type"):
                 changed = value
+            elif changed and _same_stages(before, value):
+                # A sub-config passed as a dict is rebuilt from its own class defaults: the output
+                # stages its parent chose (a neck reading several of them) must travel with it.
+                for stage_key in ("out_features", "out_indices"):
+                    if before.get(stage_key) is not None and stage_key not in changed:
+                        changed[stage_key] = before[stage_key]
             if changed:
                 out[key] = {"model_type": value["model_type"], **changed}
         elif value != before:
             out[key] = value
     return out
+
+
+def _same_stages(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether shrinking kept a backbone's stages (so its output stage names still exist)."""
+    depths_before, depths_after = before.get("depths"), after.get("depths")
+    return _layer_count(before) == _layer_count(after) and (
+        not isinstance(depths_before, list)
+        or (isinstance(depths_after, list) and len(depths_before) == len(depths_after))
+    )
 
 
 def _deep_update(d: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
@@ -631,7 +646,12 @@ def _required(params: Any) -> set[str]:
 # Placeholder tokens in the text that a multimodal model replaces by the features of one
 # modality: (token id fields, feature method, the inputs that method reads).
 _PLACEHOLDERS = (
-    (("image_token_id", "image_token_index"), "get_image_features", "pixel_values", ("image_", "pixel_")),
+    (
+        ("image_token_id", "image_token_index"),
+        "get_image_features",
+        "pixel_values",
+        ("image_", "pixel_", "spatial_"),
+    ),
     (("video_token_id", "video_token_index"), "get_video_features", "pixel_values_videos", ("video_",)),
     (("audio_token_id", "audio_token_index"), "get_audio_features", "input_features", ("audio_", "feature_")),
 )
@@ -735,6 +755,21 @@ def _patch_grid(config: Any, batch: int, generator: Any) -> tuple[Any, Any]:
     return torch.rand(rows, channels * temporal * patch * patch, generator=generator), grid
 
 
+def _flex_patches(config: Any, batch: int, height: int, width: int, generator: Any) -> dict[str, Any]:
+    """Rows of flattened patches with their mask and (rows, columns) grid, per image."""
+    import torch
+
+    patch = _find(config, "patch_size", default=16)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    channels = _find(config, "num_channels", "in_channels", default=3)
+    rows, columns = max(1, height // patch), max(1, width // patch)
+    return {
+        "pixel_values": torch.rand(batch, rows * columns, channels * patch * patch, generator=generator),
+        "pixel_attention_mask": torch.ones(batch, rows * columns, dtype=torch.long),
+        "spatial_shapes": torch.tensor([[rows, columns]] * batch),
+    }
+
+
 def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[str, Any]:
     """Inputs for ``model.forward`` shaped by its signature and config (on the model's device)."""
     import torch
@@ -746,6 +781,14 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     required = _required(params)
     generator = torch.Generator().manual_seed(seed)
     main = getattr(model, "main_input_name", "input_ids")
+    if isinstance(main, (list, tuple)):
+        # Several main inputs (image and task, ...): the first one leads.
+        main = main[0] if main else "input_ids"
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if main not in params and named:
+        # A main input name inherited from a shared base class the forward does not take: the
+        # forward's first parameter is the main input.
+        main = named[0]
     inputs: dict[str, Any] = {}
     reserved = _special_ids(config)
 
@@ -758,13 +801,19 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             out[out == token] = free[token % len(free)]
         return out
 
+    # A contrastive model (logits_per_text against logits_per_image/audio/...) compares both
+    # modalities in one forward: each of them needs its input, whichever is the main one.
+    contrastive = _contrastive_logits(model)
+
     def wanted(name: str, *mains: str) -> bool:
-        return name in params and (main in (name, *mains) or name in required)
+        return name in params and (main in (name, *mains) or name in required or contrastive)
 
     text = _text_config(config)
     vocab = getattr(text, "vocab_size", None) or _find(config, "vocab_size", default=99)
-    if "input_ids" in params and (
-        main == "input_ids" or "input_ids" in required or record.category in ("text", "multimodal")
+    prompted = record.category == "vision" and getattr(config, "text_config", None) is not None
+    if wanted("input_ids") or (
+        # Vision models with a text tower (open-vocabulary segmenters) read a text prompt too.
+        "input_ids" in params and (record.category in ("text", "multimodal") or prompted)
     ):
         inputs["input_ids"] = ids(vocab, seq_len)
         eos = getattr(text, "eos_token_id", None)
@@ -787,14 +836,15 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     # A vision tower that requires its patch rows and their grid takes them whatever its category.
     patch_rows = next((k for k in ("pixel_values", "hidden_states") if k in required), None)
     grid_required = grid_key in required and patch_rows is not None
-    if "pixel_values" in params and (
-        main == "pixel_values"
-        or record.category in ("vision", "multimodal")
-        or "pixel_values" in required
-        or grid_required
+    if wanted("pixel_values") or (
+        "pixel_values" in params and (record.category in ("vision", "multimodal") or grid_required)
     ):
         if grid_key:
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
+        elif "spatial_shapes" in params:
+            # Native-resolution (NaFlex) encoders read flattened patches, their mask and grid.
+            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
+            inputs.update(_flex_patches(config, batch, height, width, generator))
         else:
             channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
             height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
@@ -802,7 +852,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             if _image_stacks(model):
                 # Models that read several images per sample: (batch, images, channels, h, w).
                 inputs["pixel_values"] = inputs["pixel_values"].unsqueeze(1)
-            if record.family == "video-encoder":
+            if record.family == "video-encoder" or "logits_per_video" in contrastive:
                 # Video encoders read their clip through pixel_values: (batch, frames, c, h, w).
                 frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
                 inputs["pixel_values"] = torch.rand(
@@ -835,7 +885,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             inputs["pixel_values_videos"] = torch.rand(
                 batch, frames, channels, height, width, generator=generator
             )
-    if "input_values" in params and main == "input_values":
+    if wanted("input_values"):
         samples = hints.get("audio_samples", _audio_samples(config))
         channels = _find(config, "audio_channels", default=1)
         documented = _documented_shape(model, "input_values")
@@ -848,7 +898,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         else:
             shape = (batch, samples)
         inputs["input_values"] = torch.randn(*shape, generator=generator)
-    if "input_features" in params and (main == "input_features" or "input_features" in required):
+    if wanted("input_features"):
         bins = _find(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
         frames = hints.get("frames") or 2 * (_find(config, "max_source_positions", default=32) or 32)
         if _frames_first(record.processors.get("feature_extractor")):
@@ -891,6 +941,21 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
     device = next((p.device for p in model.parameters()), "cpu")
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+
+
+def _contrastive_logits(model: Any) -> set[str]:
+    """The contrastive logits (``logits_per_text``, ``logits_per_image``, ...) the forward returns."""
+    import typing
+
+    try:
+        annotation = inspect.signature(type(model).forward).return_annotation
+    except (TypeError, ValueError):
+        return set()
+    found: set[str] = set()
+    for output in typing.get_args(annotation) or (annotation,):
+        fields = getattr(output, "__dataclass_fields__", None) or {}
+        found.update(name for name in fields if name.startswith("logits_per_"))
+    return found
 
 
 def _base_model(model: Any, record: ModelRecord) -> Any:
