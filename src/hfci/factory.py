@@ -112,7 +112,42 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
                 # Per-layer tables of settings keyed by layer index.
                 out[key] = {k: v for k, v in value.items() if int(k) < layers_after}
     _rescale_pinpoints(d, out)
+    _remap_out_stages(d, out, layers_before)
     return make_consistent(out)
+
+
+def _remap_out_stages(before: dict[str, Any], after: dict[str, Any], layers_before: int | None) -> None:
+    """A layer-indexed backbone keeps as many output stages as before, spread over its new depth.
+
+    Necks read one feature map per selected stage (``neck_hidden_sizes``, ``reassemble_factors``
+    have one entry per stage); dropping the stages past the new depth breaks them.
+    """
+    indices, stages = before.get("out_indices"), before.get("stage_names")
+    layers_key = next(
+        (k for k in ("num_hidden_layers", "num_layers", "n_layer", "n_layers") if isinstance(after.get(k), int)),
+        None,
+    )
+    if not (_int_list(indices) and indices and isinstance(stages, list) and layers_key and layers_before):
+        return
+    layers = after[layers_key]
+    if len(stages) != layers_before + 1 or layers >= layers_before or all(0 <= i <= layers for i in indices):
+        return
+    count = len(indices)
+    layers = max(layers, count)
+    scaled = [min(layers, max(1, round(i * layers / layers_before))) for i in indices]
+    for j in range(count - 2, -1, -1):
+        scaled[j] = min(scaled[j], scaled[j + 1] - 1)
+    for j in range(count):
+        scaled[j] = max(scaled[j], 1 if j == 0 else scaled[j - 1] + 1)
+    layers = max(layers, scaled[-1])
+    after[layers_key] = layers
+    after["out_indices"] = scaled
+    if stages == ["stem"] + [f"stage{i}" for i in range(1, layers_before + 1)]:
+        after["stage_names"] = ["stem"] + [f"stage{i}" for i in range(1, layers + 1)]
+        if isinstance(before.get("out_features"), list):
+            after["out_features"] = [f"stage{i}" for i in scaled]
+    elif isinstance(before.get("out_features"), list):
+        after["out_features"] = None
 
 
 def _rescale_pinpoints(before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -268,7 +303,7 @@ def tiny_config(record: ModelRecord) -> Any:
         default = cls().to_dict()
     except Exception as error:
         raise FactoryError(f"{record.config_class}() with defaults fails: {error}") from error
-    changes = overrides(default, shrink(default))
+    changes = _keep_init_kwargs(cls, default, overrides(default, shrink(default)))
     entry_config = model_entry(record.model_type).get("config", {})
     changes = _deep_update(changes, entry_config)
     if changes.get("pad_token_id", 0) is None or (
@@ -290,6 +325,26 @@ def tiny_config(record: ModelRecord) -> Any:
         return config
     except Exception as error:
         raise FactoryError(f"tiny {record.config_class} is invalid: {error}") from error
+
+
+def _keep_init_kwargs(cls: type, default: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Sub-config settings the parent passes at init (``sub_configs_defaults``) that shrinking kept.
+
+    A changed sub-config is rebuilt from its dict by its own class, whose defaults would replace
+    what the parent sets (a backbone's ``reshape_hidden_states``, its ``out_indices``, ...).
+    """
+    specs = getattr(cls, "sub_configs_defaults", None) or {}
+    for key, spec in specs.items():
+        init_kwargs, before = getattr(spec, "init_kwargs", None) or {}, default.get(key)
+        sub = changes.get(key)
+        if not (isinstance(sub, dict) and isinstance(before, dict) and init_kwargs):
+            continue
+        if sub.get("model_type", before.get("model_type")) != before.get("model_type"):
+            continue
+        kept = {k: before[k] for k in init_kwargs if k not in sub and k in before}
+        if kept:
+            changes = {**changes, key: {**sub, **kept}}
+    return changes
 
 
 @functools.cache
