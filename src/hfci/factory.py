@@ -303,7 +303,9 @@ def tiny_config(record: ModelRecord) -> Any:
         default = cls().to_dict()
     except Exception as error:
         raise FactoryError(f"{record.config_class}() with defaults fails: {error}") from error
-    changes = _keep_init_kwargs(cls, default, overrides(default, shrink(default)))
+    tiny = shrink(default)
+    changes = _nested_entries(overrides(default, tiny), tiny, record.model_type)
+    changes = _keep_init_kwargs(cls, default, changes)
     entry_config = model_entry(record.model_type).get("config", {})
     changes = _deep_update(changes, entry_config)
     if changes.get("pad_token_id", 0) is None or (
@@ -325,6 +327,32 @@ def tiny_config(record: ModelRecord) -> Any:
         return config
     except Exception as error:
         raise FactoryError(f"tiny {record.config_class} is invalid: {error}") from error
+
+
+def _nested_entries(changes: dict[str, Any], tiny: dict[str, Any], own: str) -> dict[str, Any]:
+    """The models.toml config of a model type applied where it is nested as a sub-config.
+
+    A backbone or text encoder needs the same fixes inside a parent as on its own. An entry that
+    changes the number of stages (list lengths) is left out: the parent selects stages by index.
+    """
+    out = dict(changes)
+    for key, sub in tiny.items():
+        if not _is_config_dict(sub):
+            continue
+        before = out.get(key)
+        sub_changes = dict(before) if isinstance(before, dict) else {"model_type": sub["model_type"]}
+        sub_changes = _nested_entries(sub_changes, sub, own)
+        entry = model_entry(sub["model_type"]).get("config", {}) if sub["model_type"] != own else {}
+        fits = all(
+            len(value) == len(sub[name])
+            for name, value in entry.items()
+            if isinstance(value, list) and isinstance(sub.get(name), list)
+        )
+        if entry and fits:
+            sub_changes = _deep_update(sub_changes, entry)
+        if len(sub_changes) > 1 or before is not None:
+            out[key] = sub_changes
+    return out
 
 
 def _keep_init_kwargs(cls: type, default: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
