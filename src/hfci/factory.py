@@ -583,6 +583,14 @@ def _patch_grid(config: Any, batch: int, generator: Any) -> tuple[Any, Any]:
     return torch.rand(rows, channels * temporal * patch * patch, generator=generator), grid
 
 
+def main_input(model: Any, default: str = "input_ids") -> str:
+    """The model's main input name; of several (images and a task description), the first."""
+    main = getattr(model, "main_input_name", default)
+    if isinstance(main, (list, tuple)):
+        return main[0] if main else default
+    return main
+
+
 def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[str, Any]:
     """Inputs for ``model.forward`` shaped by its signature and config (on the model's device)."""
     import torch
@@ -593,7 +601,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     params = inspect.signature(model.forward).parameters
     required = _required(params)
     generator = torch.Generator().manual_seed(seed)
-    main = getattr(model, "main_input_name", "input_ids")
+    main = main_input(model)
     inputs: dict[str, Any] = {}
     reserved = _special_ids(config)
 
