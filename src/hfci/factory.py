@@ -696,6 +696,10 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             # One hint serves every head of the type: only the heads that take the input get it.
             inputs[name] = _tensor_from_hint(value, generator)
     head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
+    matcher = any("MODEL_FOR_KEYPOINT_MATCHING" in h.mappings for h in record.heads)
+    if matcher and "pixel_values" in inputs and inputs["pixel_values"].dim() == 4:
+        # Keypoint matchers (and their base models) read image pairs: (batch, 2, c, h, w).
+        inputs["pixel_values"] = torch.stack([inputs["pixel_values"], inputs["pixel_values"].flip(-1)], dim=1)
     if head and "MODEL_FOR_MULTIPLE_CHOICE" in head.mappings:
         # Multiple choice reads (batch, choices, sequence).
         for name in ("input_ids", "attention_mask"):
