@@ -201,6 +201,10 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             d[kv_key] = kv = heads
         if isinstance(kv, int) and isinstance(heads, int) and heads > 0 and (kv > heads or heads % kv):
             d[kv_key] = math.gcd(heads, kv)
+    per_layer = d.get("num_key_value_heads_per_layer")
+    if _int_list(per_layer) and isinstance(heads, int) and heads > 0:
+        # Per-layer key/value head counts divide the (shrunk) query heads like the global count.
+        d["num_key_value_heads_per_layer"] = [math.gcd(heads, kv) if kv > 0 else kv for kv in per_layer]
     head_dim = d.get("head_dim")
     if not isinstance(head_dim, int):
         width, heads = d.get("hidden_size"), d.get("num_attention_heads")
