@@ -124,7 +124,11 @@ def _remap_out_stages(before: dict[str, Any], after: dict[str, Any], layers_befo
     """
     indices, stages = before.get("out_indices"), before.get("stage_names")
     layers_key = next(
-        (k for k in ("num_hidden_layers", "num_layers", "n_layer", "n_layers") if isinstance(after.get(k), int)),
+        (
+            k
+            for k in ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+            if isinstance(after.get(k), int)
+        ),
         None,
     )
     if not (_int_list(indices) and indices and isinstance(stages, list) and layers_key and layers_before):
