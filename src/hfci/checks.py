@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from hfci.factory import TinyCase
+from hfci.factory import TinyCase, main_input
 
 CHECKS = ("forward", "determinism", "save_load", "generate", "pipeline")
 
@@ -131,7 +131,7 @@ def input_batch(case: TinyCase) -> int:
     """The batch size: from input_ids, else the main input (patch-row inputs fold batch in)."""
     main = case.inputs.get("input_ids")
     if main is None:
-        main = case.inputs.get(getattr(case.model, "main_input_name", ""), next(iter(case.inputs.values())))
+        main = case.inputs.get(main_input(case.model, ""), next(iter(case.inputs.values())))
     return main.shape[0]
 
 

@@ -123,6 +123,7 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
                 out[key] = {_layer_key(k, kept.index(int(k))): v for k, v in value.items() if int(k) in kept}
         _cap_shared_layers(out, kept)
     _rescale_pinpoints(d, out)
+    _remap_out_stages(d, out, layers_before)
     return make_consistent(out)
 
 
@@ -160,6 +161,44 @@ def _cap_shared_layers(d: dict[str, Any], kept: list[int]) -> None:
         return
     producers = max(kinds.index(kind) for kind in set(kinds)) + 1
     d["num_kv_shared_layers"] = max(0, min(shared, len(kinds) - producers))
+
+
+def _remap_out_stages(before: dict[str, Any], after: dict[str, Any], layers_before: int | None) -> None:
+    """A layer-indexed backbone keeps as many output stages as before, spread over its new depth.
+
+    Necks read one feature map per selected stage (``neck_hidden_sizes``, ``reassemble_factors``
+    have one entry per stage); dropping the stages past the new depth breaks them.
+    """
+    indices, stages = before.get("out_indices"), before.get("stage_names")
+    layers_key = next(
+        (
+            k
+            for k in ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+            if isinstance(after.get(k), int)
+        ),
+        None,
+    )
+    if not (_int_list(indices) and indices and isinstance(stages, list) and layers_key and layers_before):
+        return
+    layers = after[layers_key]
+    if len(stages) != layers_before + 1 or layers >= layers_before or all(0 <= i <= layers for i in indices):
+        return
+    count = len(indices)
+    layers = max(layers, count)
+    scaled = [min(layers, max(1, round(i * layers / layers_before))) for i in indices]
+    for j in range(count - 2, -1, -1):
+        scaled[j] = min(scaled[j], scaled[j + 1] - 1)
+    for j in range(count):
+        scaled[j] = max(scaled[j], 1 if j == 0 else scaled[j - 1] + 1)
+    layers = max(layers, scaled[-1])
+    after[layers_key] = layers
+    after["out_indices"] = scaled
+    if stages == ["stem"] + [f"stage{i}" for i in range(1, layers_before + 1)]:
+        after["stage_names"] = ["stem"] + [f"stage{i}" for i in range(1, layers + 1)]
+        if isinstance(before.get("out_features"), list):
+            after["out_features"] = [f"stage{i}" for i in scaled]
+    elif isinstance(before.get("out_features"), list):
+        after["out_features"] = None
 
 
 def _rescale_pinpoints(before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -215,6 +254,10 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
         if isinstance(kv, int) and isinstance(heads, int) and heads > 0 and (kv > heads or heads % kv):
             d[kv_key] = math.gcd(heads, kv)
     _mamba_heads(d)
+    per_layer = d.get("num_key_value_heads_per_layer")
+    if _int_list(per_layer) and isinstance(heads, int) and heads > 0:
+        # Per-layer key/value head counts divide the (shrunk) query heads like the global count.
+        d["num_key_value_heads_per_layer"] = [math.gcd(heads, kv) if kv > 0 else kv for kv in per_layer]
     head_dim = d.get("head_dim")
     if not isinstance(head_dim, int):
         width, heads = d.get("hidden_size"), d.get("num_attention_heads")
@@ -439,7 +482,9 @@ def tiny_config(record: ModelRecord) -> Any:
         default = cls().to_dict()
     except Exception as error:
         raise FactoryError(f"{record.config_class}() with defaults fails: {error}") from error
-    changes = overrides(default, shrink(default))
+    tiny = shrink(default)
+    changes = _nested_entries(overrides(default, tiny), tiny, record.model_type)
+    changes = _keep_init_kwargs(cls, default, changes)
     entry_config = model_entry(record.model_type).get("config", {})
     changes = _deep_update(changes, entry_config)
     if changes.get("pad_token_id", 0) is None or (
@@ -461,6 +506,52 @@ def tiny_config(record: ModelRecord) -> Any:
         return config
     except Exception as error:
         raise FactoryError(f"tiny {record.config_class} is invalid: {error}") from error
+
+
+def _nested_entries(changes: dict[str, Any], tiny: dict[str, Any], own: str) -> dict[str, Any]:
+    """The models.toml config of a model type applied where it is nested as a sub-config.
+
+    A backbone or text encoder needs the same fixes inside a parent as on its own. An entry that
+    changes the number of stages (list lengths) is left out: the parent selects stages by index.
+    """
+    out = dict(changes)
+    for key, sub in tiny.items():
+        if not _is_config_dict(sub):
+            continue
+        before = out.get(key)
+        sub_changes = dict(before) if isinstance(before, dict) else {"model_type": sub["model_type"]}
+        sub_changes = _nested_entries(sub_changes, sub, own)
+        entry = model_entry(sub["model_type"]).get("config", {}) if sub["model_type"] != own else {}
+        fits = all(
+            len(value) == len(sub[name])
+            for name, value in entry.items()
+            if isinstance(value, list) and isinstance(sub.get(name), list)
+        )
+        if entry and fits:
+            sub_changes = _deep_update(sub_changes, entry)
+        if len(sub_changes) > 1 or before is not None:
+            out[key] = sub_changes
+    return out
+
+
+def _keep_init_kwargs(cls: type, default: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Sub-config settings the parent passes at init (``sub_configs_defaults``) that shrinking kept.
+
+    A changed sub-config is rebuilt from its dict by its own class, whose defaults would replace
+    what the parent sets (a backbone's ``reshape_hidden_states``, its ``out_indices``, ...).
+    """
+    specs = getattr(cls, "sub_configs_defaults", None) or {}
+    for key, spec in specs.items():
+        init_kwargs, before = getattr(spec, "init_kwargs", None) or {}, default.get(key)
+        sub = changes.get(key)
+        if not (isinstance(sub, dict) and isinstance(before, dict) and init_kwargs):
+            continue
+        if sub.get("model_type", before.get("model_type")) != before.get("model_type"):
+            continue
+        kept = {k: before[k] for k in init_kwargs if k not in sub and k in before}
+        if kept:
+            changes = {**changes, key: {**sub, **kept}}
+    return changes
 
 
 @functools.cache
@@ -770,6 +861,14 @@ def _flex_patches(config: Any, batch: int, height: int, width: int, generator: A
     }
 
 
+def main_input(model: Any, default: str = "input_ids") -> str:
+    """The model's main input name; of several (images and a task description), the first."""
+    main = getattr(model, "main_input_name", default)
+    if isinstance(main, (list, tuple)):
+        return main[0] if main else default
+    return main
+
+
 def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[str, Any]:
     """Inputs for ``model.forward`` shaped by its signature and config (on the model's device)."""
     import torch
@@ -780,10 +879,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     params = inspect.signature(model.forward).parameters
     required = _required(params)
     generator = torch.Generator().manual_seed(seed)
-    main = getattr(model, "main_input_name", "input_ids")
-    if isinstance(main, (list, tuple)):
-        # Several main inputs (image and task, ...): the first one leads.
-        main = main[0] if main else "input_ids"
+    main = main_input(model)
     named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if main not in params and named:
         # A main input name inherited from a shared base class the forward does not take: the
@@ -921,6 +1017,10 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             # One hint serves every head of the type: only the heads that take the input get it.
             inputs[name] = _tensor_from_hint(value, generator)
     head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
+    matcher = any("MODEL_FOR_KEYPOINT_MATCHING" in h.mappings for h in record.heads)
+    if matcher and "pixel_values" in inputs and inputs["pixel_values"].dim() == 4:
+        # Keypoint matchers (and their base models) read image pairs: (batch, 2, c, h, w).
+        inputs["pixel_values"] = torch.stack([inputs["pixel_values"], inputs["pixel_values"].flip(-1)], dim=1)
     if head and "MODEL_FOR_MULTIPLE_CHOICE" in head.mappings:
         # Multiple choice reads (batch, choices, sequence).
         for name in ("input_ids", "attention_mask"):

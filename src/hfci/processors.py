@@ -250,7 +250,9 @@ RECIPES: dict[str, Recipe] = {
 
 def pick_task(tasks: tuple[str, ...], model: Any) -> str:
     """The first of a head's tasks with an offline recipe for what the model reads."""
-    main = getattr(model, "main_input_name", "input_ids")
+    from hfci.factory import main_input
+
+    main = main_input(model)
     # An encoder-decoder's base model needs decoder inputs no feature-extraction pipeline gives.
     seq2seq_base = getattr(model.config, "is_encoder_decoder", False) and type(model).__name__.endswith(
         "Model"
