@@ -8,7 +8,6 @@ import random
 import shlex
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -358,12 +357,10 @@ def run_matrix(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
-def test_hfci_matrix_runs_without_torch_and_fast(tmp_path: Path) -> None:
-    start = time.perf_counter()
+def test_hfci_matrix_runs_without_torch(tmp_path: Path) -> None:
+    # How fast it runs is ci/bench_catalog.py's business: a timed assertion here fails on a busy machine.
     done = run_matrix("--config", str(CONFIG), "--out", str(tmp_path), "--tier", "critical")
-    elapsed = time.perf_counter() - start
     assert done.returncode == 0, done.stderr
-    assert elapsed < 3.0
     first = json.loads((tmp_path / "matrix-1.json").read_text(), parse_constant=pytest.fail)
     assert first["include"]
     assert all("--tier critical" in job["command"] for job in first["include"])
