@@ -741,7 +741,7 @@ _PLACEHOLDERS = (
         ("image_token_id", "image_token_index"),
         "get_image_features",
         "pixel_values",
-        ("image_", "pixel_", "spatial_"),
+        ("image_", "images_", "pixel_", "spatial_"),
     ),
     (("video_token_id", "video_token_index"), "get_video_features", "pixel_values_videos", ("video_",)),
     (("audio_token_id", "audio_token_index"), "get_audio_features", "input_features", ("audio_", "feature_")),
