@@ -741,7 +741,7 @@ _PLACEHOLDERS = (
         ("image_token_id", "image_token_index"),
         "get_image_features",
         "pixel_values",
-        ("image_", "pixel_", "spatial_"),
+        ("image_", "images_", "pixel_", "spatial_"),
     ),
     (("video_token_id", "video_token_index"), "get_video_features", "pixel_values_videos", ("video_",)),
     (("audio_token_id", "audio_token_index"), "get_audio_features", "input_features", ("audio_", "feature_")),
@@ -810,13 +810,30 @@ def _feature_rows(
         return None
     if hasattr(output, "keys"):
         pooled = output.get("pooler_output") if "pooler_output" in output else None
-        output = pooled if pooled is not None else output.get("last_hidden_state", output.to_tuple()[0])
+        # Without pooled or last hidden states, the first field that is not the tower's own
+        # hidden states or attentions holds the features.
+        own = [v for k, v in output.items() if k not in ("hidden_states", "attentions")]
+        fallback = own[0] if own else output.to_tuple()[0]
+        output = pooled if pooled is not None else output.get("last_hidden_state", fallback)
+        if _layer_pairs(output):
+            # Features injected at several text layers ((layer, features) pairs, deepstack):
+            # the first layer's features fill the placeholders.
+            output = output[0][1]
     found = _flat_tensors(output)
     width = getattr(_text_config(model.config), "hidden_size", None)
     if not found or not width:
         return None
     total = sum(t.numel() for t in found)
     return total // width if total % width == 0 else None
+
+
+def _layer_pairs(value: Any) -> bool:
+    """Whether ``value`` is a list of (text layer index, features) pairs."""
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(v, (list, tuple)) and len(v) == 2 and isinstance(v[0], int) for v in value)
+    )
 
 
 def _flat_tensors(value: Any) -> list[Any]:
