@@ -1012,11 +1012,11 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     ):
         decoder_vocab = _find(config, "decoder_vocab_size", default=None) or vocab
         inputs["decoder_input_ids"] = ids(decoder_vocab, seq_len)
-    for name, value in hints.get("tensors", {}).items():
-        if name in params:
-            # One hint serves every head of the type: only the heads that take the input get it.
-            inputs[name] = _tensor_from_hint(value, generator)
     head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
+    for name, value in hints.get("tensors", {}).items():
+        if name in params and (head is None or head.name in value.get("heads", [head.name])):
+            # One hint serves every head of the type (or the heads it names) that takes the input.
+            inputs[name] = _tensor_from_hint(value, generator)
     matcher = any("MODEL_FOR_KEYPOINT_MATCHING" in h.mappings for h in record.heads)
     if matcher and "pixel_values" in inputs and inputs["pixel_values"].dim() == 4:
         # Keypoint matchers (and their base models) read image pairs: (batch, 2, c, h, w).
@@ -1037,7 +1037,9 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         documented = _documented_tensor(model, main, batch, seq_len, generator)
         if documented is not None:
             inputs[main] = documented
-    if main not in inputs and main in params:
+    built = any(hasattr(v, "shape") for v in inputs.values())
+    if main not in inputs and main in params and (main in required or not built):
+        # An optional main input may stand beside aliases the head reads instead (input_ids, ...).
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
     device = next((p.device for p in model.parameters()), "cpu")
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
