@@ -580,10 +580,20 @@ def _reads(record: ModelRecord, name: str, config: dict[str, Any] | None = None)
     return any(f'"{name}"' in _module_source(module) for module in sorted(modules))
 
 
+def _wrapped(model: Any) -> Any:
+    """The base model a head wraps: its ``model`` attribute, else the one its base_model_prefix names
+    (retrieval heads keep their vision-language model as ``vlm``), or None."""
+    for name in ("model", getattr(model, "base_model_prefix", None)):
+        inner = getattr(model, name, None) if isinstance(name, str) and name else None
+        if inner is not None and inner is not model and hasattr(inner, "config"):
+            return inner
+    return None
+
+
 def _image_stacks(model: Any) -> bool:
     """Whether the model (or the base model it wraps) unpacks its images as (batch, num_images, ...)."""
     sources = []
-    for module in (model, getattr(model, "model", None)):
+    for module in (model, _wrapped(model)):
         with contextlib.suppress(OSError, TypeError):
             sources.append(inspect.getsource(type(module)))
     pattern = r"\w+, num_images\b[^=\n]*= pixel_values\.shape"
@@ -750,7 +760,7 @@ _PLACEHOLDERS = (
 
 def _feature_method(model: Any, method: str, base: Any = None) -> Any:
     """The model's feature method (``get_image_features``, ...), or its base model's, or None."""
-    found = [getattr(model, method, None), getattr(getattr(model, "model", None), method, None)]
+    found = [getattr(model, method, None), getattr(_wrapped(model), method, None)]
     if not any(found) and base is not None:
         # A head without the feature method (and no ``model`` attribute): ask its base model.
         found.append(getattr(base(), method, None))
@@ -812,7 +822,11 @@ def _feature_rows(
         pooled = output.get("pooler_output") if "pooler_output" in output else None
         output = pooled if pooled is not None else output.get("last_hidden_state", output.to_tuple()[0])
     found = _flat_tensors(output)
-    width = getattr(_text_config(model.config), "hidden_size", None)
+    # The width of the text the features replace, from the model that owns the feature method.
+    owner = getattr(getattr(function, "__self__", None), "config", None) or model.config
+    width = getattr(_text_config(owner), "hidden_size", None) or getattr(
+        _text_config(model.config), "hidden_size", None
+    )
     if not found or not width:
         return None
     total = sum(t.numel() for t in found)
@@ -1144,11 +1158,19 @@ def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any, base: 
     import torch
 
     config = model.config
+    # A head that wraps a whole vision-language model keeps the placeholder ids on its config.
+    inner = getattr(_wrapped(model), "config", None)
     batch = inputs["input_ids"].shape[0]
     blocks, kinds, position_mask = [], [], None
     for kind, (token_keys, method, main, prefixes) in enumerate(_PLACEHOLDERS, start=1):
         token = next(
-            (getattr(config, k) for k in token_keys if isinstance(getattr(config, k, None), int)), None
+            (
+                getattr(c, k)
+                for c in (config, inner)
+                for k in token_keys
+                if c is not None and isinstance(getattr(c, k, None), int)
+            ),
+            None,
         )
         mask_name = f"{token_keys[0].split('_')[0]}_embeds_position_mask"
         if main not in inputs or (token is None and mask_name not in params):
