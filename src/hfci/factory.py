@@ -946,8 +946,11 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     # A vision tower that requires its patch rows and their grid takes them whatever its category.
     patch_rows = next((k for k in ("pixel_values", "hidden_states") if k in required), None)
     grid_required = grid_key in required and patch_rows is not None
-    if wanted("pixel_values") or (
-        "pixel_values" in params and (record.category in ("vision", "multimodal") or grid_required)
+    # A model built without its optional vision tower (vision_config None) reads no images.
+    sighted = getattr(config, "vision_config", True) is not None or "pixel_values" in required
+    if sighted and (
+        wanted("pixel_values")
+        or ("pixel_values" in params and (record.category in ("vision", "multimodal") or grid_required))
     ):
         if grid_key:
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
@@ -984,7 +987,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
                 inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
     elif grid_key and "hidden_states" in params and (main == "hidden_states" or grid_required):
         inputs["hidden_states"], inputs[grid_key] = _patch_grid(config, batch, generator)
-    if wanted("pixel_values_videos"):
+    if sighted and wanted("pixel_values_videos"):
         if "video_grid_thw" in params:
             inputs["pixel_values_videos"], inputs["video_grid_thw"] = _patch_grid(config, batch, generator)
         else:
