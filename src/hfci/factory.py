@@ -580,10 +580,20 @@ def _reads(record: ModelRecord, name: str, config: dict[str, Any] | None = None)
     return any(f'"{name}"' in _module_source(module) for module in sorted(modules))
 
 
+def _wrapped(model: Any) -> Any:
+    """The base model a head wraps: its ``model`` attribute, else the one its base_model_prefix names
+    (retrieval heads keep their vision-language model as ``vlm``), or None."""
+    for name in ("model", getattr(model, "base_model_prefix", None)):
+        inner = getattr(model, name, None) if isinstance(name, str) and name else None
+        if inner is not None and inner is not model and hasattr(inner, "config"):
+            return inner
+    return None
+
+
 def _image_stacks(model: Any) -> bool:
     """Whether the model (or the base model it wraps) unpacks its images as (batch, num_images, ...)."""
     sources = []
-    for module in (model, getattr(model, "model", None)):
+    for module in (model, _wrapped(model)):
         with contextlib.suppress(OSError, TypeError):
             sources.append(inspect.getsource(type(module)))
     pattern = r"\w+, num_images\b[^=\n]*= pixel_values\.shape"
@@ -750,7 +760,7 @@ _PLACEHOLDERS = (
 
 def _feature_method(model: Any, method: str, base: Any = None) -> Any:
     """The model's feature method (``get_image_features``, ...), or its base model's, or None."""
-    found = [getattr(model, method, None), getattr(getattr(model, "model", None), method, None)]
+    found = [getattr(model, method, None), getattr(_wrapped(model), method, None)]
     if not any(found) and base is not None:
         # A head without the feature method (and no ``model`` attribute): ask its base model.
         found.append(getattr(base(), method, None))
@@ -820,7 +830,11 @@ def _feature_rows(
             # the first layer's features fill the placeholders.
             output = output[0][1]
     found = _flat_tensors(output)
-    width = getattr(_text_config(model.config), "hidden_size", None)
+    # The width of the text the features replace, from the model that owns the feature method.
+    owner = getattr(getattr(function, "__self__", None), "config", None) or model.config
+    width = getattr(_text_config(owner), "hidden_size", None) or getattr(
+        _text_config(model.config), "hidden_size", None
+    )
     if not found or not width:
         return None
     total = sum(t.numel() for t in found)
@@ -949,8 +963,11 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     # A vision tower that requires its patch rows and their grid takes them whatever its category.
     patch_rows = next((k for k in ("pixel_values", "hidden_states") if k in required), None)
     grid_required = grid_key in required and patch_rows is not None
-    if wanted("pixel_values") or (
-        "pixel_values" in params and (record.category in ("vision", "multimodal") or grid_required)
+    # A model built without its optional vision tower (vision_config None) reads no images.
+    sighted = getattr(config, "vision_config", True) is not None or "pixel_values" in required
+    if sighted and (
+        wanted("pixel_values")
+        or ("pixel_values" in params and (record.category in ("vision", "multimodal") or grid_required))
     ):
         if grid_key:
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
@@ -987,7 +1004,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
                 inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
     elif grid_key and "hidden_states" in params and (main == "hidden_states" or grid_required):
         inputs["hidden_states"], inputs[grid_key] = _patch_grid(config, batch, generator)
-    if wanted("pixel_values_videos"):
+    if sighted and wanted("pixel_values_videos"):
         if "video_grid_thw" in params:
             inputs["pixel_values_videos"], inputs["video_grid_thw"] = _patch_grid(config, batch, generator)
         else:
@@ -1029,11 +1046,11 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     ):
         decoder_vocab = _find(config, "decoder_vocab_size", default=None) or vocab
         inputs["decoder_input_ids"] = ids(decoder_vocab, seq_len)
-    for name, value in hints.get("tensors", {}).items():
-        if name in params:
-            # One hint serves every head of the type: only the heads that take the input get it.
-            inputs[name] = _tensor_from_hint(value, generator)
     head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
+    for name, value in hints.get("tensors", {}).items():
+        if name in params and (head is None or head.name in value.get("heads", [head.name])):
+            # One hint serves every head of the type (or the heads it names) that takes the input.
+            inputs[name] = _tensor_from_hint(value, generator)
     matcher = any("MODEL_FOR_KEYPOINT_MATCHING" in h.mappings for h in record.heads)
     if matcher and "pixel_values" in inputs and inputs["pixel_values"].dim() == 4:
         # Keypoint matchers (and their base models) read image pairs: (batch, 2, c, h, w).
@@ -1054,7 +1071,9 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         documented = _documented_tensor(model, main, batch, seq_len, generator)
         if documented is not None:
             inputs[main] = documented
-    if main not in inputs and main in params:
+    built = any(hasattr(v, "shape") for v in inputs.values())
+    if main not in inputs and main in params and (main in required or not built):
+        # An optional main input may stand beside aliases the head reads instead (input_ids, ...).
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
     device = next((p.device for p in model.parameters()), "cpu")
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
@@ -1159,11 +1178,19 @@ def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any, base: 
     import torch
 
     config = model.config
+    # A head that wraps a whole vision-language model keeps the placeholder ids on its config.
+    inner = getattr(_wrapped(model), "config", None)
     batch = inputs["input_ids"].shape[0]
     blocks, kinds, position_mask = [], [], None
     for kind, (token_keys, method, main, prefixes) in enumerate(_PLACEHOLDERS, start=1):
         token = next(
-            (getattr(config, k) for k in token_keys if isinstance(getattr(config, k, None), int)), None
+            (
+                getattr(c, k)
+                for c in (config, inner)
+                for k in token_keys
+                if c is not None and isinstance(getattr(c, k, None), int)
+            ),
+            None,
         )
         mask_name = f"{token_keys[0].split('_')[0]}_embeds_position_mask"
         if main not in inputs or (token is None and mask_name not in params):
