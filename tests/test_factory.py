@@ -78,7 +78,13 @@ def test_make_consistent_tiles_mamba_heads_over_the_inner_width():
     )
     assert fixed["mamba_n_heads"] * fixed["mamba_d_head"] == 64
     assert fixed["mamba_n_heads"] % fixed["mamba_n_groups"] == 0
-    explicit = {"hidden_size": 32, "mamba_expand": 2, "mamba_d_ssm": 1024, "mamba_n_heads": 128, "mamba_d_head": 8}
+    explicit = {
+        "hidden_size": 32,
+        "mamba_expand": 2,
+        "mamba_d_ssm": 1024,
+        "mamba_n_heads": 128,
+        "mamba_d_head": 8,
+    }
     assert factory.make_consistent(explicit) == explicit
 
 
