@@ -171,6 +171,19 @@ def test_time_series_inputs_are_derived_from_the_config(catalog):
     assert case.inputs["past_time_features"].shape[-1] == config.num_time_features
 
 
+def test_a_hinted_attention_mask_is_kept_beside_codebook_ids(catalog):
+    import torch
+
+    from hfci import runners
+
+    # kyutai's ids carry a codebook axis, (batch, length, 1 + codebooks); its mask is (batch, length).
+    case = factory.build_case(catalog["kyutai_speech_to_text"], "Model")
+    assert case.inputs["input_ids"].dim() == 3
+    assert case.inputs["attention_mask"].shape == case.inputs["input_ids"].shape[:2]
+    # Eager attention materialises the mask; with an ids-shaped mask it indexed past its end.
+    assert torch.isfinite(runners.eager(case.model, case.inputs).last_hidden_state).all()
+
+
 def test_models_toml_entries_are_well_formed():
     from hfci import data
 

@@ -180,6 +180,37 @@ def test_a_baseline_is_a_source_too(tmp_path):
     assert report_.latencies() == {"cpu": [0.002]}
 
 
+def test_runners_are_an_axis_of_cases_and_of_the_parity_table(tmp_path):
+    records = [
+        rec("bert/ForMaskedLM", "forward", "passed"),
+        rec("bert/ForMaskedLM", "parity", "passed", runner="sdpa"),
+        rec("bert/ForMaskedLM", "parity", "failed", "compile differs from eager", runner="compile"),
+        rec("gpt2/Model", "parity", "skipped", "sdpa: no sdpa attention", runner="sdpa"),
+        rec("vit/Model", "parity", "xfailed", "a known difference", runner="sdpa"),
+    ]
+    report_ = report.build(report.load_sources([write(tmp_path, records)]), load_catalog())
+    bert = next(c for c in report_.cases if c.case == "bert/ForMaskedLM")
+    # Two runners' parity checks stay apart, and the failing one is named with its runner.
+    assert bert.checks == {"forward": "passed", "parity@compile": "failed", "parity@sdpa": "passed"}
+    assert bert.status == "failed" and bert.reason.startswith("parity@compile:")
+    sdpa = report_.runners["sdpa"]
+    assert (sdpa["all"]["cases"], sdpa["all"]["passed"], sdpa["all"]["skipped"]) == (3, 1, 1)
+    assert sdpa["all"]["pass_rate"] == 0.5  # the skip is not held against sdpa
+    assert sdpa[load_catalog()["vit"].category]["xfailed"] == 1
+    assert report_.runners["compile"]["all"]["pass_rate"] == 0.0
+    md = report.markdown(report_)
+    assert "## Runner parity against eager" in md
+    assert "| sdpa | all | 3 | 1 | 0 | 1 | 1 | 50.0% |" in md
+
+    # A baseline keeps a runner's checks under `case@runner`; read back, the runner is an axis again.
+    payload = baselines.merge(None, records, {"device": "cpu"}, "cpu-x-torch0")
+    from_baseline = report.build(
+        report.load_sources([baselines.write(tmp_path / "cpu-x-torch0.json", payload)]), load_catalog()
+    )
+    assert {c.case for c in from_baseline.cases} == {r.case for r in records}
+    assert from_baseline.runners["sdpa"]["all"]["passed"] == 1
+
+
 def test_regressions_are_reported(tmp_path):
     verdict = {"kind": "regression", "metric": "latency", "detail": "ratio 1 -> 2 (+100%)"}
     records = [

@@ -1062,7 +1062,8 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
                 inputs[name] = inputs[name].unsqueeze(1).expand(-1, 2, -1).contiguous()
     elif "input_ids" in inputs:
         _insert_placeholders(model, inputs, params, functools.cache(lambda: _base_model(model, record)))
-    if "input_ids" in inputs and "attention_mask" in params:
+    if "input_ids" in inputs and "attention_mask" in params and "attention_mask" not in inputs:
+        # A hinted mask stays: ids with a codebook axis still take a (batch, length) mask.
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if "use_cache" in params:
         # Hybrid and recurrent models build caches some of them cannot measure; a forward needs none.

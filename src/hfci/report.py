@@ -115,7 +115,8 @@ def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -
     env = payload.get("environment") or {}
     when = ", ".join(x for x in (env.get("date"), env.get("commit") and f"commit {env['commit']}") if x)
     records = []
-    for case, entry in payload["cases"].items():
+    for key, entry in payload["cases"].items():
+        case, _, runner = key.partition("@")
         model_type, _, head = case.partition("/")
         record = catalog.records.get(model_type)
         checks = (entry or {}).get("checks") or {}
@@ -144,6 +145,7 @@ def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -
                     category=record.category if record else "",
                     tier=record.tier if record else "",
                     metrics={"perf": perf} if perf else None,
+                    runner=runner or "eager",
                 )
             )
             first = False
@@ -226,6 +228,11 @@ class CaseResult:
     fixed: list[str] = field(default_factory=list)
 
 
+def check_name(record: Record) -> str:
+    """The check as the report shows it: a runner's parity is ``parity@<runner>``, as in baselines."""
+    return record.check if record.runner == "eager" else f"{record.check}@{record.runner}"
+
+
 def _check_key(check: str) -> tuple[int, str]:
     return (CHECK_ORDER.index(check) if check in CHECK_ORDER else len(CHECK_ORDER), check)
 
@@ -235,7 +242,7 @@ def case_status(records: Sequence[Record]) -> tuple[str, str]:
 
     Skipped checks beside passing ones (a head with no pipeline task) leave the case passing.
     """
-    ordered = sorted(records, key=lambda r: _check_key(r.check))
+    ordered = sorted(records, key=lambda r: _check_key(check_name(r)))
     for outcome, status in (("failed", "failed"), ("xfailed", "xfailed")):
         hit = [r for r in ordered if r.outcome == outcome]
         if hit:
@@ -253,7 +260,7 @@ def _reason_of(record: Record) -> str:
         reason = _known_failure_reason(record.model_type, record.head, record.device, record.check)
     if not reason:
         reason = f"{record.outcome}; the results file recorded no message"
-    return f"{record.check}: {reason}"
+    return f"{check_name(record)}: {reason}"
 
 
 def _latency(records: Iterable[Record]) -> float | None:
@@ -297,6 +304,7 @@ class Report:
     improvements: list[dict[str, Any]]
     skipped_checks: list[tuple[str, int]]
     baseline_notes: list[str]
+    runners: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def rates(self) -> dict[str, dict[str, tuple[int, int]]]:
         """Category -> device -> (cases passing, cases): the chart's heatmap."""
@@ -364,11 +372,13 @@ def build(
                 head=mine[0].head,
                 device=device,
                 status=status,
-                checks={r.check: r.outcome for r in sorted(mine, key=lambda r: _check_key(r.check))},
+                checks={
+                    check_name(r): r.outcome for r in sorted(mine, key=lambda r: _check_key(check_name(r)))
+                },
                 reason=reason,
                 duration=round(sum(r.duration for r in mine), 4),
                 latency=_latency(mine),
-                fixed=[r.check for r in mine if r.outcome == "xpassed"],
+                fixed=[check_name(r) for r in mine if r.outcome == "xpassed"],
             )
         )
 
@@ -492,7 +502,32 @@ def build(
         improvements=improvements,
         skipped_checks=skipped_checks,
         baseline_notes=list(baseline_notes),
+        runners=runner_parity(records),
     )
+
+
+def runner_parity(records: Iterable[Record]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Runner -> category (and 'all') -> parity outcomes against eager, with the pass rate.
+
+    The rate is over the cases the runner was tried on: a skip (no sdpa support, a missing
+    package) is counted but not held against it.
+    """
+    table: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+    for record in records:
+        if record.runner != "eager" and record.check == "parity":
+            for group in (record.category or "other", "all"):
+                table[record.runner][group][record.outcome] += 1
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for runner, groups in sorted(table.items()):
+        out[runner] = {}
+        for group, counts in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0])):
+            tried = sum(counts[o] for o in ("passed", "failed", "xfailed", "xpassed"))
+            out[runner][group] = {
+                "cases": sum(counts.values()),
+                **{o: counts[o] for o in ("passed", "failed", "xfailed", "xpassed", "skipped")},
+                "pass_rate": round(counts["passed"] / tried, 4) if tried else None,
+            }
+    return out
 
 
 def _groups(
@@ -619,6 +654,23 @@ def markdown(report: Report, chart: str | None = CHART_NAME, chart_note: str = "
             lines.append(
                 f"| {name} | {row['model_types']} | {row['config_only']} | {row['cases']} | {cells} | {_percent(row['pass_rate'])} |"
             )
+
+    if report.runners:
+        lines += [
+            "",
+            "## Runner parity against eager",
+            "",
+            "Pass rate: of the cases each runner was tried on (skips are cases it does not apply to).",
+            "",
+            "| runner | category | cases | passed | failed | expected failure | skipped | pass rate |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for runner, groups in report.runners.items():
+            lines += [
+                f"| {runner} | {group} | {row['cases']} | {row['passed']} | {row['failed']} | "
+                f"{row['xfailed']} | {row['skipped']} | {_percent(row['pass_rate'])} |"
+                for group, row in groups.items()
+            ]
 
     lines += ["", f"## Gaps ({len(report.gaps)})", ""]
     if report.gaps:
