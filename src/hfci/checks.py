@@ -7,7 +7,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from hfci.factory import TinyCase, main_input
+from hfci.factory import TinyCase
+from hfci.inputs import main_input
 
 CHECKS = ("forward", "determinism", "save_load", "generate", "pipeline")
 

@@ -250,7 +250,7 @@ RECIPES: dict[str, Recipe] = {
 
 def pick_task(tasks: tuple[str, ...], model: Any) -> str:
     """The first of a head's tasks with an offline recipe for what the model reads."""
-    from hfci.factory import main_input
+    from hfci.inputs import main_input
 
     main = main_input(model)
     # An encoder-decoder's base model needs decoder inputs no feature-extraction pipeline gives.
