@@ -73,6 +73,25 @@ def test_the_fingerprint_is_a_stable_filesystem_safe_slug() -> None:
     assert f"-torch{devices.slug(importlib.metadata.version('torch'))}-" in fingerprint
     assert fingerprint.endswith(f"-transformers{importlib.metadata.version('transformers')}")
     assert devices.fingerprint("cpu") == fingerprint
+    # The CPU's family/model and torch's vector ISA follow its name: a bare "AMD EPYC" is not one machine.
+    assert f"-{devices.slug(devices.cpu_model())}-{devices.cpu_signature()}-torch" in fingerprint
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "capability", "expected"),
+    [
+        (
+            "vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n",
+            "AVX512",
+            "f26m2-avx512",
+        ),
+        ("cpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n", "AVX2", "f25m17-avx2"),
+        ("processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xD0C\n", "DEFAULT", "part0xd0c-default"),
+        ("", None, ""),
+    ],
+)
+def test_the_cpu_signature_tells_generations_of_one_name_apart(cpuinfo, capability, expected) -> None:
+    assert devices.signature_of(cpuinfo, capability) == expected
 
 
 @pytest.mark.parametrize(

@@ -89,13 +89,17 @@ def _version(distribution: str) -> str:
         return "none"
 
 
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 @functools.cache
 def cpu_model() -> str:
     """The CPU's marketing name: /proc/cpuinfo on Linux, else what platform reports."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
+    text = _cpuinfo()
     # x86 says "model name"; some ARM kernels say "Hardware" or "Model" instead.
     for key in ("model name", "Hardware", "Model"):
         match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
@@ -113,6 +117,36 @@ def cpu_model() -> str:
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def signature_of(cpuinfo: str, capability: str | None) -> str:
+    """The x86 family and model (or the ARM part) and the vector ISA torch dispatches to.
+
+    ``f26m2-avx512``. Virtual machines often show a bare "AMD EPYC" as the model name: two CPU
+    generations under that one name timed the same tiny models 26-34 % apart.
+    """
+    parts = []
+    family = re.search(r"^cpu family\s*:\s*(\d+)", cpuinfo, re.MULTILINE)
+    model = re.search(r"^model\s*:\s*(\d+)", cpuinfo, re.MULTILINE)
+    if family and model:
+        parts.append(f"f{family.group(1)}m{model.group(1)}")
+    else:
+        part = re.search(r"^CPU part\s*:\s*(\w+)", cpuinfo, re.MULTILINE)
+        if part:
+            parts.append(f"part{part.group(1).lower()}")
+    if capability:
+        parts.append(capability.lower())
+    return "-".join(parts)
+
+
+@functools.cache
+def cpu_signature() -> str:
+    """This machine's :func:`signature_of` (empty where nothing is known)."""
+    torch = _torch()
+    capability = None
+    if torch is not None:
+        capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: None)()
+    return signature_of(_cpuinfo(), capability)
 
 
 def _accelerator(device: str) -> dict[str, Any]:
@@ -149,6 +183,7 @@ def describe(device: str = "cpu") -> dict[str, Any]:
         "device": device,
         "name": cpu_model() if kind == "cpu" else None,
         "cpu": cpu_model(),
+        "cpu_signature": cpu_signature(),
         "machine": platform.machine(),
         "system": platform.system(),
         "python": platform.python_version(),
@@ -169,10 +204,11 @@ def slug(text: str) -> str:
 
 
 def fingerprint(device: str = "cpu") -> str:
-    """The key of a baseline file: device kind and name, CPU model, torch and transformers versions.
+    """The key of a baseline file: device kind and name, CPU model and signature, torch and
+    transformers versions.
 
-    ``cpu-intel-xeon-platinum-8488c-torch2.13.0-transformers5.23.0``. A GPU's host CPU is in
-    it too, because the host sets the launch overhead that dominates tiny models.
+    ``cpu-amd-epyc-f26m2-avx512-torch2.13.0-cpu-transformers5.23.0``. A GPU's host CPU is in it
+    too, because the host sets the launch overhead that dominates tiny models.
     """
     info = describe(device)
     kind = device.partition(":")[0]
@@ -181,5 +217,8 @@ def fingerprint(device: str = "cpu") -> str:
         parts.append(slug(info["name"] or "absent"))
         if info.get("capability"):
             parts.append("sm" + info["capability"].replace(".", ""))
-    parts += [slug(info["cpu"]), "torch" + slug(info["torch"]), "transformers" + slug(info["transformers"])]
+    parts.append(slug(info["cpu"]))
+    if info["cpu_signature"]:
+        parts.append(slug(info["cpu_signature"]))
+    parts += ["torch" + slug(info["torch"]), "transformers" + slug(info["transformers"])]
     return "-".join(parts)
