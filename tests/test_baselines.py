@@ -101,6 +101,44 @@ def test_find_never_crosses_hardware(tmp_path):
     assert found["fingerprint"] == FP
 
 
+def test_a_refresh_inside_tolerance_only_stretches_the_seen_range():
+    old = {"ratio": 2.0, "samples": [2.0]}
+    base = baselines.merge(None, [rec("a/Model", "benchmark", "passed", perf=old)], {}, FP)
+    record = rec("a/Model", "benchmark", "passed", perf={"ratio": 2.3}, changed=False)
+    record.metrics["ratio_range"] = [2.0, 2.3]
+    stretched = baselines.merge(base, [record], {}, FP)
+    assert stretched["cases"]["a/Model"]["perf"] == {**old, "ratio_range": [2.0, 2.3]}
+
+
+def write_results_of(tmp_path: Path, records: list[Record], fingerprint: str = FP) -> Path:
+    from hfci.results import write_results
+
+    return write_results(tmp_path / "runs", "cpu", records, {"fingerprint": fingerprint})
+
+
+def test_baselines_learn_stretches_ranges_with_repeated_runs(tmp_path, capsys):
+    from hfci.cli import main
+
+    perf = {"ratio": 120.0, "samples": [120.0]}
+    baselines.write(
+        tmp_path / "b" / f"{FP}.json",
+        baselines.merge(None, [rec("q/Model", "benchmark", "passed", perf=perf)], {}, FP),
+    )
+    # A rerun of the same code in another process: 197, which its own run called a regression.
+    rerun = rec("q/Model", "benchmark", "failed", perf={"ratio": 197.0}, changed=False)
+    runs = write_results_of(tmp_path, [rerun, rec("z/Model", "benchmark", "passed", perf={"ratio": 5.0})])
+    assert main(["baselines", "learn", str(runs.parent), "--into", str(tmp_path / "b")]) == 0
+    assert "learned:" in capsys.readouterr().out
+    cases = baselines.load(tmp_path / "b" / f"{FP}.json")["cases"]
+    assert cases["q/Model"]["perf"] == {**perf, "ratio_range": [120.0, 197.0]}
+    assert "z/Model" not in cases  # learning adds ranges, never cases
+    # Nothing to learn into: one clear error, nothing written.
+    other = write_results_of(tmp_path / "o", [rerun], fingerprint="cpu-other-torch0-transformers0")
+    assert main(["baselines", "learn", str(other), "--into", str(tmp_path / "b")]) == 2
+    assert "no baseline" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "cpu-other-torch0-transformers0.json").exists()
+
+
 def test_merge_shard_files_into_one_per_fingerprint(tmp_path):
     shards = []
     for i, case in enumerate(("a/Model", "b/Model")):

@@ -60,6 +60,24 @@ def test_a_clear_but_small_change_is_not_a_regression():
     assert "+" in verdict.detail
 
 
+def test_the_seen_range_moves_the_bar_for_cases_whose_speed_settles_per_process():
+    base = stored(1.0)
+    assert bench.seen_range(base) == (base["ratio"], base["ratio"])
+    assert bench.widened(base, base["ratio"]) is None
+    wide = {**base, "ratio_range": bench.widened(base, base["ratio"] * 1.6)}
+    assert bench.seen_range(wide) == pytest.approx((base["ratio"], base["ratio"] * 1.6), rel=1e-3)
+    assert bench.widened(wide, base["ratio"] * 1.3) is None  # inside: nothing to write
+    assert bench.widened(wide, base["ratio"] * 1.7) is None  # within the margin: jitter
+    assert bench.widened(wide, base["ratio"] * 0.95) is None
+    # 1.5x the point, yet inside 1.2x the range's top: a mode seen before, not a regression.
+    assert bench.compare_latency(wide, measurement(1.5), tolerance=0.2).kind == "unchanged"
+    verdict = bench.compare_latency(wide, measurement(2.2), tolerance=0.2)
+    assert verdict.kind == "regression" and "seen" in verdict.detail
+    # Below the range's bottom is an improvement, measured from the bottom.
+    assert bench.compare_latency(wide, measurement(0.6), tolerance=0.2).kind == "improvement"
+    assert bench.compare_latency(wide, measurement(0.9), tolerance=0.2).kind == "unchanged"
+
+
 def test_memory_has_its_own_tolerance():
     assert bench.compare_memory(stored(1.0), measurement(1.04), tolerance=0.05).kind == "unchanged"
     assert bench.compare_memory(stored(1.0), measurement(1.2), tolerance=0.05).kind == "regression"

@@ -110,9 +110,11 @@ def merge(
         entry.setdefault("checks", {})
         entry["checks"] = {**entry["checks"], record.check: record.outcome}
         durations[key(record)] = durations.get(key(record), 0.0) + record.duration
-        perf = (record.metrics or {}).get("perf")
-        if perf and (record.metrics or {}).get("changed", True):
-            entry["perf"] = perf
+        metrics = record.metrics or {}
+        if metrics.get("perf") and metrics.get("changed", True):
+            entry["perf"] = metrics["perf"]
+        if metrics.get("ratio_range") and "perf" in entry:
+            entry["perf"] = {**entry["perf"], "ratio_range": metrics["ratio_range"]}
     for case, seconds in durations.items():
         old = cases[case].get("duration")
         if not old or not 1 / DURATION_FACTOR <= seconds / old <= DURATION_FACTOR:

@@ -1,13 +1,16 @@
-"""``hfci baselines merge``: fold the baseline files of several shard jobs into one per device."""
+"""``hfci baselines``: fold the baseline files of shard jobs into one per device (``merge``), and
+teach a baseline the spread of repeated runs of the same code (``learn``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hfci import baselines
+from hfci import baselines, bench
+from hfci.results import read_results
 
 
 def baseline_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -32,6 +35,47 @@ def merge_into(directory: Path, sources: Iterable[Path]) -> list[Path]:
     return [baselines.write(target, payload) for target, payload in written.items()]
 
 
+def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
+    """Stretch each case's seen latency range (:func:`hfci.bench.seen_range`) to hold the medians
+    that repeated runs of the same code measured, whatever their verdict was."""
+    written: dict[Path, dict[str, Any]] = {}
+    for path in results:
+        fingerprint = json.loads(path.read_text(encoding="utf-8")).get("fingerprint", "")
+        target = baselines.path_for(fingerprint, directory)
+        current = written.get(target) or baselines.load(target)
+        if current is None:
+            raise baselines.BaselineError(
+                f"{path}: no baseline {target} to learn into; write one with --update-baselines first"
+            )
+        for record in read_results(path):
+            perf = (record.metrics or {}).get("perf") or {}
+            entry = current["cases"].get(baselines.key(record)) or {}
+            if record.check != "benchmark" or not perf.get("ratio") or not entry.get("perf"):
+                continue
+            seen = bench.widened(entry["perf"], perf["ratio"])
+            if seen:
+                entry["perf"] = {**entry["perf"], "ratio_range": seen}
+        written[target] = current
+    return [baselines.write(target, payload) for target, payload in written.items()]
+
+
+def results_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The results files named, or the ``results-*.json`` found under the directories named."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        found += sorted(path.rglob("results-*.json")) if path.is_dir() else [path]
+    return found
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    sources = results_files(args.results)
+    if not sources:
+        raise baselines.BaselineError(f"no results files under {', '.join(args.results)}")
+    for path in learn_into(Path(args.into), sources):
+        print(f"learned: {path}")
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     sources = baseline_files(args.sources)
     if not sources:
@@ -43,9 +87,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def add_command(sub: Any) -> None:
     """Register ``hfci baselines``."""
-    parser = sub.add_parser("baselines", help="merge baseline files written by shard jobs")
+    parser = sub.add_parser("baselines", help="merge shard baselines; learn the spread of repeated runs")
     commands = parser.add_subparsers(dest="baselines_command", required=True)
     merge = commands.add_parser("merge", help="merge shard baselines into one file per fingerprint")
     merge.add_argument("sources", nargs="+", help="baseline files, or directories holding them")
     merge.add_argument("--into", default=str(baselines.DEFAULT_DIR), help="the baselines directory")
     merge.set_defaults(func=cmd_merge)
+    learn = commands.add_parser(
+        "learn", help="stretch each case's seen latency range with repeated runs of the same code"
+    )
+    learn.add_argument("results", nargs="+", help="results files, or directories holding them")
+    learn.add_argument("--into", default=str(baselines.DEFAULT_DIR), help="the baselines directory")
+    learn.set_defaults(func=cmd_learn)
