@@ -121,7 +121,7 @@ def test_bad_results_files_are_clear_errors(tmp_path: Path, content: str, messag
     path.write_text(content, encoding="utf-8")
     with pytest.raises(CatalogError, match=message):
         matrix.read_durations([path])
-    with pytest.raises(CatalogError, match="no such durations file"):
+    with pytest.raises(CatalogError, match="no such results file"):
         matrix.read_durations([tmp_path / "missing.json"])
 
 
@@ -415,7 +415,7 @@ def test_hfci_matrix_reads_results_for_durations(tmp_path: Path) -> None:
     [
         (["--device", "tpu"], "device 'tpu' has no entry"),
         (["--tier", "urgent"], "unknown tier 'urgent'"),
-        (["--durations", "no/such/file.json"], "no such durations file"),
+        (["--durations", "no/such/file.json"], "no such results file"),
         (["--config", "no/such.toml"], "cannot read the devices config"),
     ],
 )

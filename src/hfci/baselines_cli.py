@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hfci import baselines, bench
-from hfci.results import read_results
+from hfci.results import read_results, results_files
 
 
 def baseline_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -59,30 +59,22 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
     return [baselines.write(target, payload) for target, payload in written.items()]
 
 
-def results_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The results files named, or the ``results-*.json`` found under the directories named."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        found += sorted(path.rglob("results-*.json")) if path.is_dir() else [path]
-    return found
-
-
-def cmd_learn(args: argparse.Namespace) -> int:
-    sources = results_files(args.results)
+def _fold(sources: list[Path], names: list[str], kind: str, fold: Any, verb: str) -> int:
     if not sources:
-        raise baselines.BaselineError(f"no results files under {', '.join(args.results)}")
-    for path in learn_into(Path(args.into), sources):
-        print(f"learned: {path}")
+        raise baselines.BaselineError(f"no {kind} files under {', '.join(names)}")
+    for path in fold(sources):
+        print(f"{verb}: {path}")
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     sources = baseline_files(args.sources)
-    if not sources:
-        raise baselines.BaselineError(f"no baseline files under {', '.join(args.sources)}")
-    for path in merge_into(Path(args.into), sources):
-        print(f"merged: {path}")
-    return 0
+    return _fold(sources, args.sources, "baseline", lambda s: merge_into(Path(args.into), s), "merged")
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    sources = results_files(args.results)
+    return _fold(sources, args.results, "results", lambda s: learn_into(Path(args.into), s), "learned")
 
 
 def add_command(sub: Any) -> None:

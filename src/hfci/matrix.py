@@ -22,6 +22,7 @@ from typing import Any
 
 from hfci.catalog import CatalogError, ModelRecord
 from hfci.devices import KNOWN_DEVICES
+from hfci.results import results_files
 
 DEFAULT_CONFIG = Path("matrices/devices.toml")
 DEFAULT_OUT = Path("matrices")
@@ -44,23 +45,6 @@ Durations = dict[tuple[str, str], float]
 def case_ids(records: Iterable[ModelRecord]) -> list[str]:
     """``<model type>/<head>`` for every head of every record that has a model, sorted."""
     return sorted(f"{r.model_type}/{head.name}" for r in records if r.has_model for head in r.heads)
-
-
-def results_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The files behind ``--durations``: files as given, directories searched for ``results-*.json``.
-
-    Directories are searched recursively because download-artifact puts each shard's artifact in
-    a folder of its own.
-    """
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(path.rglob("results-*.json"))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise CatalogError(f"no such durations file or directory: {path}")
-    return found
 
 
 def _load_json(path: Path) -> dict[str, Any]:

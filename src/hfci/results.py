@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hfci.catalog import CatalogError
+
 SCHEMA = "hfci-results/1"
 OUTCOMES = ("passed", "failed", "xfailed", "xpassed", "skipped")
 
@@ -65,6 +67,23 @@ def write_results(directory: Path, device: str, records: Sequence[Record], meta:
         ],
     }
     return write_json_atomic(directory / f"results-{device}.json", payload)
+
+
+def results_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Results files: files as given, directories searched for ``results-*.json``.
+
+    Directories are searched recursively because download-artifact puts each shard's artifact in
+    a folder of its own.
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(path.rglob("results-*.json"))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise CatalogError(f"no such results file or directory: {path}")
+    return found
 
 
 def read_results(path: Path) -> list[Record]:
