@@ -195,6 +195,24 @@ def test_a_slowed_case_is_flagged_and_no_other(tmp_path):
     assert "REGRESSIONS (1):" in reported.stdout
 
 
+def test_performance_of_another_protocol_is_not_compared_and_a_refresh_replaces_it(tmp_path):
+    from hfci import bench
+
+    assert run_suite(tmp_path, "--update-baselines").returncode == 0
+    (path,) = (tmp_path / "baselines").glob("*.json")
+    payload = json.loads(path.read_text())
+    for entry in payload["cases"].values():
+        entry["perf"].pop("protocol")  # as protocol 1 wrote them
+    path.write_text(json.dumps(payload))
+    slowed = run_suite(tmp_path, env={"HFCI_TEST_SLOWDOWN": "bert/ForMaskedLM=5"})
+    assert slowed.returncode == 0, slowed.stdout[-2000:]
+    assert "REGRESSIONS" not in slowed.stdout
+    assert "2 cases' performance was measured by an older protocol" in slowed.stdout
+    assert run_suite(tmp_path, "--update-baselines").returncode == 0
+    cases = json.loads(path.read_text())["cases"]
+    assert {entry["perf"]["protocol"] for entry in cases.values()} == {bench.PROTOCOL}
+
+
 def test_baselines_merge_command(tmp_path, capsys):
     from hfci.cli import main
 

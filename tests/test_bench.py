@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import random
 import statistics
 
@@ -106,6 +107,14 @@ def test_measure_on_cpu_sees_torch_allocations(monkeypatch):
     assert m.peak_memory >= 512 * 512 * 4
     record = m.to_dict()
     assert record["latency"]["n"] == 5 and len(record["samples"]) == 5
+    assert record["protocol"] == bench.PROTOCOL and bench.comparable(record)
+    assert not bench.comparable({k: v for k, v in record.items() if k != "protocol"})
+    assert not bench.comparable(None)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_allocator_thresholds_are_fixed_on_glibc():
+    assert bench.steady_allocator() is True
 
 
 def test_the_slowdown_hook_slows_only_its_case(monkeypatch):

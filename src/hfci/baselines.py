@@ -79,6 +79,14 @@ def find(fingerprint: str, directory: Path = DEFAULT_DIR) -> tuple[dict[str, Any
     return None, f"no baseline for {fingerprint}: comparison skipped{listed}"
 
 
+def stale_perf(baseline: Mapping[str, Any] | None) -> int:
+    """How many cases' performance this hfci's protocol cannot compare with."""
+    from hfci.bench import comparable
+
+    entries = (baseline or {}).get("cases", {}).values()
+    return sum(1 for entry in entries if entry.get("perf") and not comparable(entry["perf"]))
+
+
 def key(record: Record) -> str:
     """A record's entry in the baseline: the case, with ``@runner`` for runners other than eager."""
     return record.case if record.runner == "eager" else f"{record.case}@{record.runner}"

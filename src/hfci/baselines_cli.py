@@ -52,6 +52,8 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
             entry = current["cases"].get(baselines.key(record)) or {}
             if record.check != "benchmark" or not perf.get("ratio") or not entry.get("perf"):
                 continue
+            if perf.get("protocol", 1) != entry["perf"].get("protocol", 1):
+                continue  # ratios of two protocols are not comparable
             seen = bench.widened(entry["perf"], perf["ratio"])
             if seen:
                 entry["perf"] = {**entry["perf"], "ratio_range": seen}

@@ -9,6 +9,9 @@ re-measure; memory (near-deterministic) gets its own, tighter tolerance.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import gc
 import math
 import os
@@ -18,6 +21,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# The measurement protocol's version, stored with every measurement: ratios of two protocols
+# are not comparable (protocol 2 warms the reference, which raised every ratio by about a third).
+PROTOCOL = 2
 WARMUP = 5
 # Re-measures a suspected regression must survive, each of them.
 REMEASURES = 3
@@ -29,6 +35,9 @@ SLOWDOWN_ENV = "HFCI_TEST_SLOWDOWN"
 # A median this close to the seen range is jitter, not another mode: the range (and the baseline
 # file) stays as it is, so a refresh after an unchanged run rewrites few lines.
 SEEN_MARGIN = 0.10
+# glibc mallopt parameters, and the values that keep a measured forward's memory mapped.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_STEADY_MALLOC = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 1 << 30, _M_TOP_PAD: 64 << 20}
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Measurement:
             "samples": [sig(s, 3) for s in self.normalised],
             "throughput": sig(self.throughput),
             "peak_memory": self.peak_memory,
+            "protocol": PROTOCOL,
         }
 
 
@@ -165,6 +175,24 @@ def reference_workload(device: str = "cpu") -> Callable[[], None]:
     return run
 
 
+@functools.cache
+def steady_allocator() -> bool:
+    """Fix glibc malloc's thresholds for this process; False where there is no glibc.
+
+    By default glibc returns freed memory at the heap's top to the system, and serves large
+    blocks with fresh mappings, at thresholds that adapt to what the process allocated before.
+    A forward then pays page faults in some processes and not in others: fresh processes timed
+    pegasus_x's forward at 65-78 ms, or at 34-37 ms with fixed thresholds. Fixed, the memory of
+    the warm-up stays mapped and every process times the computation.
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return all(mallopt(param, value) == 1 for param, value in _STEADY_MALLOC.items())
+
+
 def _timed(fn: Callable[[], Any], sync: Callable[[], None], stretch: float = 1.0) -> float:
     sync()
     start = time.perf_counter()
@@ -188,8 +216,16 @@ def measure(
     repeats: int = REPEATS,
     warmup: int = WARMUP,
 ) -> Measurement:
-    """Warm up, then time ``repeats`` forwards, each right after one reference run."""
+    """Warm up, then time ``repeats`` forwards, each right after one reference run.
+
+    The reference is run once untimed before each timed run: right after a large forward its
+    first run pays for the caches the forward evicted, a cost that grows with the model and
+    would move the ratio (cold references spread 415-597 µs across fresh processes of one case,
+    warm ones 310-357 µs).
+    """
     import torch
+
+    steady_allocator()
 
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
@@ -206,6 +242,7 @@ def measure(
                     reference()
                 samples, refs = [], []
                 for _ in range(repeats):
+                    reference()
                     refs.append(_timed(reference, sync))
                     samples.append(_timed(forward, sync, stretch))
         finally:
@@ -283,6 +320,11 @@ class Verdict:
     kind: str
     metric: str
     detail: str
+
+
+def comparable(stored: dict[str, Any] | None) -> bool:
+    """A stored measurement this protocol can compare with (entries without a version are 1)."""
+    return bool(stored) and stored.get("protocol", 1) == PROTOCOL
 
 
 def seen_range(baseline: dict[str, Any]) -> tuple[float, float]:

@@ -462,6 +462,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             baseline, note = baseline_for(config, device)
         except baselines.BaselineError as error:
             baseline, note = None, f"baseline unusable: {error}"
+        stale = baselines.stale_perf(baseline)
+        if stale:
+            from hfci.bench import PROTOCOL
+
+            note += (
+                f"; {stale} cases' performance was measured by an older protocol than this hfci's "
+                f"({PROTOCOL}) and is not compared: refresh with `nox -s update_baselines`"
+            )
         notes.append(f"{device}: {note}")
         fresh += baselines.new_failures(baseline, [r for r in records if r.device == device])
     terminalreporter.write_line(summary(records, new_failures=fresh))
