@@ -112,6 +112,23 @@ def test_measure_on_cpu_sees_torch_allocations(monkeypatch):
     assert not bench.comparable(None)
 
 
+def test_a_measurement_whose_reference_ran_slow_counts_as_disturbed():
+    usual = [300e-6, 310e-6, 320e-6, 2000e-6, 305e-6]  # one disturbed run does not move the usual
+    assert not bench.disturbed(370e-6, usual)
+    assert bench.disturbed(400e-6, usual)
+    assert not bench.disturbed(1.0, [])
+
+
+def test_measure_keeps_the_usual_reference_of_its_process():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(32, 32)
+    bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, warmup=1)
+    before = len(bench._REFERENCE_MEDIANS["cpu"])
+    assert before >= 6  # five calibration medians, then one per measurement
+    bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, warmup=1)
+    assert len(bench._REFERENCE_MEDIANS["cpu"]) == before + 1
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_the_allocator_thresholds_are_fixed_on_glibc():
     assert bench.steady_allocator() is True
