@@ -125,8 +125,9 @@ def test_measure_keeps_the_usual_reference_of_its_process():
     bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, warmup=1)
     before = len(bench._REFERENCE_MEDIANS["cpu"])
     assert before >= 6  # five calibration medians, then one per measurement
-    bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, warmup=1)
+    again = bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, warmup=1)
     assert len(bench._REFERENCE_MEDIANS["cpu"]) == before + 1
+    assert 0 <= again.extra["retakes"] <= bench.RETAKES
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -41,6 +41,24 @@ def test_sdpa_and_bf16_agree_with_eager_on_bert():
     check_parity(case, "bf16")
 
 
+def test_compile_draws_the_random_numbers_eager_draws():
+    torch = pytest.importorskip("torch")
+
+    class Sampler(torch.nn.Module):
+        """Adds noise in its forward, as a model with a random canvas does."""
+
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.linear(x) + torch.rand_like(x)
+
+    model, inputs = Sampler(), {"x": torch.ones(2, 4)}
+    # The seeded forward that eager runs, minus its attention switch (a bare module has no config).
+    torch.testing.assert_close(runners.compile_(model, inputs), runners._forward(model, inputs))
+
+
 PROJECT = {
     "pyproject.toml": """
         [project]

@@ -76,6 +76,7 @@ def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
                 "perf": measurement.to_dict(),
                 "changed": not stored or bool(found),
                 "ratio_range": seen,
+                "retakes": measurement.extra.get("retakes", 0),
                 "verdicts": [{"kind": v.kind, "metric": v.metric, "detail": v.detail} for v in found],
             },
         )
