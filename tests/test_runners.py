@@ -55,8 +55,7 @@ def test_compile_draws_the_random_numbers_eager_draws():
             return self.linear(x) + torch.rand_like(x)
 
     model, inputs = Sampler(), {"x": torch.ones(2, 4)}
-    # The seeded forward that eager runs, minus its attention switch (a bare module has no config).
-    torch.testing.assert_close(runners.compile_(model, inputs), runners._forward(model, inputs))
+    torch.testing.assert_close(runners.compile_(model, inputs), runners.eager(model, inputs))
 
 
 PROJECT = {

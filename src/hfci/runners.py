@@ -59,8 +59,9 @@ _VARIANTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDicti
 
 def _with_attention(model: Any, implementation: str) -> Any:
     """The model with another attention implementation: a copy, made once per model."""
-    current = getattr(model.config, "_attn_implementation", None)
-    if current == implementation:
+    current = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    # A module that is no transformers model has the one attention path it was written with.
+    if current == implementation or not hasattr(model, "set_attn_implementation"):
         return model
     variants = _VARIANTS.setdefault(model, {})
     if implementation not in variants:
@@ -86,9 +87,14 @@ _COMPILED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def compile_(model: Any, inputs: dict[str, Any]) -> Any:
-    """torch.compile with its default backend (inductor); compiled once per model."""
+    """torch.compile with its default backend (inductor); compiled once per model.
+
+    What is compiled is the eager-attention model the reference runs, so that parity judges the
+    compiler alone: an sdpa difference (the default attention of most models) is sdpa's finding.
+    """
     import torch
 
+    model = _with_attention(model, "eager")
     if model not in _COMPILED:
         # Each case is a new model whose forward shares code objects with the last one of its
         # class; without a reset, dynamo's recompile limit silently falls back to eager.
