@@ -119,6 +119,17 @@ def test_a_measurement_whose_reference_ran_slow_counts_as_disturbed():
     assert not bench.disturbed(1.0, [])
 
 
+def test_a_baseline_entry_measured_on_a_busy_machine_is_no_evidence():
+    base = stored(1.0)  # its reference median is about 1.0
+    usual = bench.usual_reference([base, stored(1.0), {"ratio": 1.0}])
+    assert usual == pytest.approx(base["reference"]["median"])
+    # Measured 1.5x slower than the baseline's usual reference: neither regression nor improvement.
+    verdict = bench.compare_latency(base, measurement(1.5), tolerance=0.2, usual=usual / 1.5)
+    assert verdict.kind == "disturbed" and "busy machine" in verdict.detail
+    assert bench.compare_latency(base, measurement(1.5), tolerance=0.2, usual=usual).kind == "regression"
+    assert bench.usual_reference([]) is None
+
+
 def test_measure_keeps_the_usual_reference_of_its_process():
     torch = pytest.importorskip("torch")
     x = torch.randn(32, 32)

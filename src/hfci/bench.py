@@ -17,7 +17,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -403,15 +403,38 @@ def widened(baseline: dict[str, Any], ratio: float, margin: float = SEEN_MARGIN)
     return [sig(min(low, ratio)), sig(max(high, ratio))]
 
 
+def usual_reference(entries: Iterable[dict[str, Any]]) -> float | None:
+    """The median reference time of a baseline's measurements: its machine's usual."""
+    medians = [e["reference"]["median"] for e in entries if comparable(e) and e.get("reference")]
+    return statistics.median(medians) if medians else None
+
+
 def compare_latency(
-    baseline: dict[str, Any], new: Measurement, tolerance: float, alpha: float = ALPHA
+    baseline: dict[str, Any],
+    new: Measurement,
+    tolerance: float,
+    alpha: float = ALPHA,
+    usual: float | None = None,
 ) -> Verdict:
     """Reference-normalised median beyond tolerance of the seen range AND a clear Mann-Whitney U
-    difference from the stored samples."""
+    difference from the stored samples.
+
+    A stored measurement whose reference ran ``DISTURBED`` times slower than ``usual`` (the
+    baseline's usual reference) was taken while something else had the machine, and is no
+    evidence either way: its verdict is 'disturbed', and a refresh replaces it.
+    """
     old_samples = baseline.get("samples") or []
     old_ratio = baseline.get("ratio")
     if not old_samples or not old_ratio:
         return Verdict("unchanged", "latency", "no baseline samples")
+    old_reference = (baseline.get("reference") or {}).get("median")
+    if usual and old_reference and disturbed(old_reference, [usual]):
+        return Verdict(
+            "disturbed",
+            "latency",
+            f"baseline measured on a busy machine (reference {old_reference / usual:.2g}x its usual): "
+            "not compared; a refresh replaces it",
+        )
     low, high = seen_range(baseline)
     p_slower = mann_whitney_greater(new.normalised, old_samples)
     p_faster = mann_whitney_greater(old_samples, new.normalised)

@@ -424,6 +424,19 @@ def baseline_for(config: pytest.Config, device: str) -> tuple[Any, str]:
     return _BASELINES[key]
 
 
+def baseline_usual_reference(config: pytest.Config, device: str) -> float | None:
+    """The usual reference time of this device's baseline (see :func:`hfci.bench.compare_latency`)."""
+    from hfci.bench import usual_reference
+
+    key = (config.getoption("baselines_dir"), device)
+    if key not in _USUAL:
+        baseline, _ = baseline_for(config, device)
+        entries = (e.get("perf") for e in (baseline or {}).get("cases", {}).values())
+        _USUAL[key] = usual_reference(e for e in entries if e)
+    return _USUAL[key]
+
+
+_USUAL: dict[tuple[str, str], float | None] = {}
 _CONFIG: list[pytest.Config] = []
 
 

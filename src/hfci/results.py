@@ -121,6 +121,12 @@ def summary(records: Sequence[Record], slowest: int = 10, new_failures: Sequence
     if improvements:
         lines.append(f"improvements ({len(improvements)}):")
         lines += [f"  {r.case} [{r.device}] {detail}" for r, detail in improvements[:20]]
+    disturbed = verdicts(records, "disturbed")
+    if disturbed:
+        lines.append(
+            f"not compared ({len(disturbed)}): their baseline was measured on a busy machine; "
+            "a refresh replaces it"
+        )
     failed = [r for r in records if r.outcome == "failed"]
     if failed:
         lines.append(f"FAILED ({len(failed)}):")

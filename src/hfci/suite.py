@@ -39,7 +39,7 @@ def test_save_load(hfci_case: CaseSpec) -> None:
 def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
     """Latency, peak memory and throughput, compared with the device's baseline."""
     from hfci import bench
-    from hfci.plugin import baseline_for
+    from hfci.plugin import baseline_for, baseline_usual_reference
 
     case = built_case(hfci_case)
     config = request.config
@@ -50,20 +50,22 @@ def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
     batch = next(iter(case.inputs.values())).shape[0]
     measurement = bench.measure(forward, hfci_case.device, batch, hfci_case.case)
     baseline, _ = baseline_for(config, hfci_case.device)
+    usual = baseline_usual_reference(config, hfci_case.device)
     stored = ((baseline or {}).get("cases", {}).get(hfci_case.case) or {}).get("perf")
     # Measured by another protocol: not compared, and rewritten by a refresh.
     stored = stored if bench.comparable(stored) else None
     found = []
     seen = None
     if stored:
-        latency = bench.compare_latency(stored, measurement, config.getoption("baseline_tolerance"))
+        tolerance = config.getoption("baseline_tolerance")
+        latency = bench.compare_latency(stored, measurement, tolerance, usual=usual)
         for _ in range(bench.REMEASURES):
             if latency.kind != "regression":
                 break
             # A regression must survive immediate re-measures: a noisy burst, or a model whose
             # CPU kernels settle into a slow mode for a while, is not one.
             measurement = bench.measure(forward, hfci_case.device, batch, hfci_case.case)
-            latency = bench.compare_latency(stored, measurement, config.getoption("baseline_tolerance"))
+            latency = bench.compare_latency(stored, measurement, tolerance, usual=usual)
         memory = bench.compare_memory(stored, measurement, config.getoption("memory_tolerance"))
         found = [v for v in (latency, memory) if v.kind != "unchanged"]
         if latency.kind == "unchanged" and stored.get("ratio"):
