@@ -87,9 +87,9 @@ def test_memory_has_its_own_tolerance():
 
 
 def test_slowdown_hook_parses():
-    assert bench.slowdowns("bert/ForMaskedLM=1.5, gpt2/Model=2") == {
-        "bert/ForMaskedLM": 1.5,
-        "gpt2/Model": 2.0,
+    assert bench.slowdowns("bert/ForMaskedLM=1.5, gpt2/Model=2:4") == {
+        "bert/ForMaskedLM": (1.5, None),
+        "gpt2/Model": (2.0, 4),
     }
     assert bench.slowdowns("") == {}
 
@@ -153,7 +153,10 @@ def test_the_slowdown_hook_slows_only_its_case(monkeypatch):
     def forward():
         return x @ x
 
-    monkeypatch.setenv(bench.SLOWDOWN_ENV, "slow/Model=3")
+    monkeypatch.setenv(bench.SLOWDOWN_ENV, "slow/Model=3,burst/Model=3:1")
     slow = bench.measure(forward, "cpu", 1, "slow/Model", repeats=7, warmup=1)
     plain = bench.measure(forward, "cpu", 1, "plain/Model", repeats=7, warmup=1)
     assert statistics.median(slow.samples) > 1.5 * statistics.median(plain.samples)
+    burst = bench.measure(forward, "cpu", 1, "burst/Model", repeats=7, warmup=1)
+    after = bench.measure(forward, "cpu", 1, "burst/Model", repeats=7, warmup=1)
+    assert statistics.median(burst.samples) > 1.5 * statistics.median(after.samples)

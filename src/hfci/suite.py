@@ -5,6 +5,9 @@ Run with ``pytest --pyargs hfci.suite --run-model-tests`` (``hfci run`` does thi
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
 from hfci import checks
@@ -37,25 +40,21 @@ def test_save_load(hfci_case: CaseSpec) -> None:
 
 
 def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
-    """Latency, peak memory and throughput, compared with the device's baseline."""
+    """Latency, peak memory and throughput, compared with the device's baseline.
+
+    A latency regression that survives the immediate re-measures is a suspect: the plugin
+    re-checks it at the end of the session, minutes later for most, and that verdict is final.
+    A burst of noise on a shared machine lasts seconds to minutes, so the immediate re-measures
+    share it; a real slowdown is there in both.
+    """
     from hfci import bench
-    from hfci.plugin import baseline_for, baseline_usual_reference
+    from hfci.plugin import defer_recheck
 
     case = built_case(hfci_case)
     config = request.config
-
-    def forward():
-        return case.model(**case.inputs)
-
-    batch = next(iter(case.inputs.values())).shape[0]
-    measurement = bench.measure(forward, hfci_case.device, batch, hfci_case.case)
-    baseline, _ = baseline_for(config, hfci_case.device)
-    usual = baseline_usual_reference(config, hfci_case.device)
-    stored = ((baseline or {}).get("cases", {}).get(hfci_case.case) or {}).get("perf")
-    # Measured by another protocol: not compared, and rewritten by a refresh.
-    stored = stored if bench.comparable(stored) else None
-    found = []
-    seen = None
+    measurement = bench.measure(_forward_of(case), hfci_case.device, _batch_of(case), hfci_case.case)
+    stored, usual = stored_perf(config, hfci_case)
+    latency = None
     if stored:
         tolerance = config.getoption("baseline_tolerance")
         latency = bench.compare_latency(stored, measurement, tolerance, usual=usual)
@@ -64,31 +63,65 @@ def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
                 break
             # A regression must survive immediate re-measures: a noisy burst, or a model whose
             # CPU kernels settle into a slow mode for a while, is not one.
-            measurement = bench.measure(forward, hfci_case.device, batch, hfci_case.case)
+            measurement = bench.measure(_forward_of(case), hfci_case.device, _batch_of(case), hfci_case.case)
             latency = bench.compare_latency(stored, measurement, tolerance, usual=usual)
-        memory = bench.compare_memory(stored, measurement, config.getoption("memory_tolerance"))
-        found = [v for v in (latency, memory) if v.kind != "unchanged"]
-        if latency.kind == "unchanged" and stored.get("ratio"):
-            # Within tolerance yet outside the range seen so far: a refresh stretches the range.
-            seen = bench.widened(stored, measurement.ratio) or (stored.get("ratio_range") if found else None)
-    request.node.user_properties.append(
-        (
-            "hfci_metrics",
-            {
-                "perf": measurement.to_dict(),
-                "changed": not stored or bool(found),
-                "ratio_range": seen,
-                "retakes": measurement.extra.get("retakes", 0),
-                "verdicts": [{"kind": v.kind, "metric": v.metric, "detail": v.detail} for v in found],
-            },
-        )
-    )
-    regressions = [v for v in found if v.kind == "regression"]
-    if regressions and not config.getoption("update_baselines") and config.getoption("regressions") == "fail":
-        pytest.fail(
-            "performance regression: " + "; ".join(f"{v.metric} {v.detail}" for v in regressions),
-            pytrace=False,
-        )
+    metrics = bench.outcome(stored, measurement, latency, config.getoption("memory_tolerance"))
+    if latency is not None and latency.kind == "regression":
+        defer_recheck(hfci_case)
+    request.node.user_properties.append(("hfci_metrics", metrics))
+    memory = [v for v in metrics["verdicts"] if v["kind"] == "regression" and v["metric"] == "memory"]
+    if memory and not config.getoption("update_baselines") and config.getoption("regressions") == "fail":
+        pytest.fail("performance regression: memory " + memory[0]["detail"], pytrace=False)
+
+
+def _forward_of(case: Any) -> Any:
+    return lambda: case.model(**case.inputs)
+
+
+def _batch_of(case: Any) -> int:
+    return next(iter(case.inputs.values())).shape[0]
+
+
+def stored_perf(config: pytest.Config, spec: CaseSpec) -> tuple[dict[str, Any] | None, float | None]:
+    """The baseline's measurement of a case (None if none comparable) and the baseline's usual reference."""
+    from hfci import bench
+    from hfci.plugin import baseline_for, baseline_usual_reference
+
+    baseline, _ = baseline_for(config, spec.device)
+    stored = ((baseline or {}).get("cases", {}).get(spec.case) or {}).get("perf")
+    # Measured by another protocol: not compared, and rewritten by a refresh.
+    return (stored if bench.comparable(stored) else None), baseline_usual_reference(config, spec.device)
+
+
+def recheck(
+    config: pytest.Config, suspects: list[tuple[CaseSpec, float]], lock: str | None
+) -> dict[str, Any]:
+    """The final benchmark metrics of each suspected latency regression, re-measured at least
+    ``--recheck-after`` seconds after it was found, keyed ``case|device``."""
+    from hfci import bench
+    from hfci.factory import build_case
+
+    wait = config.getoption("recheck_after") - (time.monotonic() - max(t for _, t in suspects))
+    if wait > 0:
+        time.sleep(wait)
+    tolerance = config.getoption("baseline_tolerance")
+    final: dict[str, Any] = {}
+    with bench.machine_lock(lock, exclusive=True):
+        for spec, found_at in suspects:
+            stored, usual = stored_perf(config, spec)
+            try:
+                case = build_case(spec.record, spec.head, spec.device)
+            except Exception:
+                continue  # it was built before; without it, the suspect's own verdict stands
+            measurement = bench.measure(_forward_of(case), spec.device, _batch_of(case), spec.case)
+            latency = bench.compare_latency(stored, measurement, tolerance, usual=usual)
+            metrics = bench.outcome(stored, measurement, latency, config.getoption("memory_tolerance"))
+            later = round(time.monotonic() - found_at)
+            for verdict in metrics["verdicts"]:
+                if verdict["kind"] == "regression" and verdict["metric"] == "latency":
+                    verdict["detail"] += f"; confirmed {later} s later"
+            final[f"{spec.case}|{spec.device}"] = {**metrics, "rechecked_after": later}
+    return final
 
 
 def test_generate(hfci_case: CaseSpec) -> None:
