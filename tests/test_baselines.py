@@ -165,7 +165,11 @@ def run_suite(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess
         "-k",
         "benchmark and (ForMaskedLM or ForTokenClassification)",
     ]
+    # These runs share the machine with the rest of the test suite, whose load slows a case by tens
+    # of percent; a 2x tolerance keeps that out of the verdict while the tests' 5x slowdowns clear it.
     command += [
+        "--baseline-tolerance",
+        "1.0",
         "--results-dir",
         str(tmp_path / "results"),
         "--baselines-dir",
