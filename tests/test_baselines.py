@@ -229,6 +229,32 @@ def test_performance_of_another_protocol_is_not_compared_and_a_refresh_replaces_
     assert {entry["perf"]["protocol"] for entry in cases.values()} == {bench.PROTOCOL}
 
 
+def test_baselines_learn_replaces_a_measurement_taken_on_a_busy_machine(tmp_path):
+    from hfci import bench
+    from hfci.baselines_cli import learn_into
+
+    def perf(ratio: float, reference: float) -> dict:
+        return {
+            "protocol": bench.PROTOCOL,
+            "ratio": ratio,
+            "samples": [ratio],
+            "reference": {"median": reference},
+        }
+
+    quiet = [rec(f"m{i}/Model", "benchmark", "passed", perf=perf(3.0, 1e-3)) for i in range(4)]
+    busy = rec("busy/Model", "benchmark", "passed", perf=perf(9.0, 2e-3))  # its reference ran 2x slow
+    baselines.write(tmp_path / "b" / f"{FP}.json", baselines.merge(None, [*quiet, busy], {}, FP))
+    rerun = [
+        rec("busy/Model", "benchmark", "passed", perf=perf(4.0, 1e-3), changed=False),
+        rec("m0/Model", "benchmark", "passed", perf=perf(4.0, 2e-3), changed=False),
+    ]
+    learn_into(tmp_path / "b", [write_results_of(tmp_path, rerun)])
+    cases = baselines.load(tmp_path / "b" / f"{FP}.json")["cases"]
+    assert cases["busy/Model"]["perf"] == perf(4.0, 1e-3)
+    # A quiet entry is not replaced by a busy one; its range still learns the ratio.
+    assert cases["m0/Model"]["perf"] == {**perf(3.0, 1e-3), "ratio_range": [3.0, 4.0]}
+
+
 def test_baselines_merge_command(tmp_path, capsys):
     from hfci.cli import main
 

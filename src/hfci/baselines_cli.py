@@ -37,7 +37,11 @@ def merge_into(directory: Path, sources: Iterable[Path]) -> list[Path]:
 
 def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
     """Stretch each case's seen latency range (:func:`hfci.bench.seen_range`) to hold the medians
-    that repeated runs of the same code measured, whatever their verdict was."""
+    that repeated runs of the same code measured, whatever their verdict was.
+
+    A stored measurement taken on a busy machine (see :func:`hfci.bench.taken_disturbed`) is
+    replaced by a run's undisturbed one: its samples are what the next run is tested against.
+    """
     written: dict[Path, dict[str, Any]] = {}
     for path in results:
         fingerprint = json.loads(path.read_text(encoding="utf-8")).get("fingerprint", "")
@@ -47,6 +51,7 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
             raise baselines.BaselineError(
                 f"{path}: no baseline {target} to learn into; write one with --update-baselines first"
             )
+        usual = bench.usual_reference(e["perf"] for e in current["cases"].values() if e.get("perf"))
         for record in read_results(path):
             perf = (record.metrics or {}).get("perf") or {}
             entry = current["cases"].get(baselines.key(record)) or {}
@@ -54,6 +59,13 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
                 continue
             if perf.get("protocol", 1) != entry["perf"].get("protocol", 1):
                 continue  # ratios of two protocols are not comparable
+            if (
+                usual
+                and bench.taken_disturbed(entry["perf"], usual)
+                and not bench.taken_disturbed(perf, usual)
+            ):
+                entry["perf"] = perf
+                continue
             seen = bench.widened(entry["perf"], perf["ratio"])
             if seen:
                 entry["perf"] = {**entry["perf"], "ratio_range": seen}

@@ -419,6 +419,12 @@ def usual_reference(entries: Iterable[dict[str, Any]]) -> float | None:
     return statistics.median(medians) if medians else None
 
 
+def taken_disturbed(stored: dict[str, Any], usual: float) -> bool:
+    """Whether a stored measurement's reference ran ``DISTURBED`` times slower than ``usual``."""
+    reference = (stored.get("reference") or {}).get("median")
+    return bool(reference) and disturbed(reference, [usual])
+
+
 def compare_latency(
     baseline: dict[str, Any],
     new: Measurement,
@@ -437,13 +443,12 @@ def compare_latency(
     old_ratio = baseline.get("ratio")
     if not old_samples or not old_ratio:
         return Verdict("unchanged", "latency", "no baseline samples")
-    old_reference = (baseline.get("reference") or {}).get("median")
-    if usual and old_reference and disturbed(old_reference, [usual]):
+    if usual and taken_disturbed(baseline, usual):
         return Verdict(
             "disturbed",
             "latency",
-            f"baseline measured on a busy machine (reference {old_reference / usual:.2g}x its usual): "
-            "not compared; a refresh replaces it",
+            f"baseline measured on a busy machine (reference {baseline['reference']['median'] / usual:.2g}x "
+            "its usual): not compared; a refresh replaces it",
         )
     low, high = seen_range(baseline)
     p_slower = mann_whitney_greater(new.normalised, old_samples)
