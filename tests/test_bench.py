@@ -138,7 +138,21 @@ def test_measure_keeps_the_usual_reference_of_its_process():
     assert before >= 6  # five calibration medians, then one per measurement
     again = bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, warmup=1)
     assert len(bench._REFERENCE_MEDIANS["cpu"]) == before + 1
-    assert 0 <= again.extra["retakes"] <= bench.RETAKES
+    assert 0 <= again.extra["retakes"] <= bench.RETAKES and again.extra["disturbed"] in (True, False)
+
+
+def test_a_measurement_disturbed_through_its_retakes_says_so_and_teaches_no_range(monkeypatch):
+    torch = pytest.importorskip("torch")
+    x = torch.randn(32, 32)
+    # A process whose usual reference is far faster than any real run: every take is disturbed.
+    monkeypatch.setitem(bench._REFERENCE_MEDIANS, "cpu", [1e-9] * 5)
+    busy = bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, warmup=1)
+    assert busy.extra == {"retakes": bench.RETAKES, "disturbed": True}
+    base = stored(1.0)
+    slower = measurement(1.15)  # unchanged, but beyond the seen range
+    assert bench.outcome(base, slower, bench.compare_latency(base, slower, 0.2), 0.05)["ratio_range"]
+    slower.extra["disturbed"] = True
+    assert bench.outcome(base, slower, bench.compare_latency(base, slower, 0.2), 0.05)["ratio_range"] is None
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -66,6 +66,8 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
             ):
                 entry["perf"] = perf
                 continue
+            if usual and bench.taken_disturbed(perf, usual):
+                continue  # its slow reference deflated the ratio
             seen = bench.widened(entry["perf"], perf["ratio"])
             if seen:
                 entry["perf"] = {**entry["perf"], "ratio_range": seen}

@@ -262,8 +262,10 @@ def measure(
             if retakes == RETAKES or not disturbed(statistics.median(refs), usual):
                 break
             retakes += 1
+        still_disturbed = disturbed(statistics.median(kept[1]), usual)
         usual.append(statistics.median(kept[1]))
-        return Measurement(*kept, batch, peak_memory(forward, device), {"retakes": retakes})
+        extra = {"retakes": retakes, "disturbed": still_disturbed}
+        return Measurement(*kept, batch, peak_memory(forward, device), extra)
     finally:
         torch.set_num_threads(threads)
 
@@ -476,7 +478,8 @@ def outcome(
     if stored and latency is not None:
         memory = compare_memory(stored, new, memory_tolerance)
         found = [v for v in (latency, memory) if v.kind != "unchanged"]
-        if latency.kind == "unchanged" and stored.get("ratio"):
+        # A ratio taken on a busy machine is deflated by its slow reference: it teaches no range.
+        if latency.kind == "unchanged" and stored.get("ratio") and not new.extra.get("disturbed"):
             # Within tolerance yet outside the range seen so far: a refresh stretches the range.
             seen = widened(stored, new.ratio) or (stored.get("ratio_range") if found else None)
     return {

@@ -44,6 +44,7 @@ def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
 
     A latency regression that survives the immediate re-measures is a suspect: the plugin
     re-checks it at the end of the session, minutes later for most, and that verdict is final.
+    So is a measurement still disturbed after its retakes (see :func:`hfci.bench.measure`).
     A burst of noise on a shared machine lasts seconds to minutes, so the immediate re-measures
     share it; a real slowdown is there in both.
     """
@@ -52,26 +53,41 @@ def test_benchmark(hfci_case: CaseSpec, request: pytest.FixtureRequest) -> None:
 
     case = built_case(hfci_case)
     config = request.config
-    measurement = bench.measure(_forward_of(case), hfci_case.device, _batch_of(case), hfci_case.case)
     stored, usual = stored_perf(config, hfci_case)
-    latency = None
-    if stored:
-        tolerance = config.getoption("baseline_tolerance")
-        latency = bench.compare_latency(stored, measurement, tolerance, usual=usual)
-        for _ in range(bench.REMEASURES):
-            if latency.kind != "regression":
-                break
-            # A regression must survive immediate re-measures: a noisy burst, or a model whose
-            # CPU kernels settle into a slow mode for a while, is not one.
-            measurement = bench.measure(_forward_of(case), hfci_case.device, _batch_of(case), hfci_case.case)
-            latency = bench.compare_latency(stored, measurement, tolerance, usual=usual)
+    # A regression must survive immediate re-measures: a noisy burst, or a model whose CPU
+    # kernels settle into a slow mode for a while, is not one.
+    measurement, latency = measured(case, hfci_case, config, stored, usual, bench.REMEASURES)
     metrics = bench.outcome(stored, measurement, latency, config.getoption("memory_tolerance"))
-    if latency is not None and latency.kind == "regression":
+    if latency is not None and (latency.kind == "regression" or measurement.extra.get("disturbed")):
+        # Still disturbed after its retakes, a measurement is no evidence either way.
         defer_recheck(hfci_case)
     request.node.user_properties.append(("hfci_metrics", metrics))
     memory = [v for v in metrics["verdicts"] if v["kind"] == "regression" and v["metric"] == "memory"]
     if memory and not config.getoption("update_baselines") and config.getoption("regressions") == "fail":
         pytest.fail("performance regression: memory " + memory[0]["detail"], pytrace=False)
+
+
+def measured(
+    case: Any,
+    spec: CaseSpec,
+    config: pytest.Config,
+    stored: dict[str, Any] | None,
+    usual: float | None,
+    remeasures: int,
+) -> tuple[Any, Any]:
+    """A case's measurement and its latency verdict against ``stored`` (None without one),
+    re-measured up to ``remeasures`` times while the verdict is a regression."""
+    from hfci import bench
+
+    tolerance = config.getoption("baseline_tolerance")
+    for _ in range(remeasures + 1):
+        measurement = bench.measure(_forward_of(case), spec.device, _batch_of(case), spec.case)
+        if not stored:
+            return measurement, None
+        latency = bench.compare_latency(stored, measurement, tolerance, usual=usual)
+        if latency.kind != "regression":
+            break
+    return measurement, latency
 
 
 def _forward_of(case: Any) -> Any:
@@ -96,15 +112,15 @@ def stored_perf(config: pytest.Config, spec: CaseSpec) -> tuple[dict[str, Any] |
 def recheck(
     config: pytest.Config, suspects: list[tuple[CaseSpec, float]], lock: str | None
 ) -> dict[str, Any]:
-    """The final benchmark metrics of each suspected latency regression, re-measured at least
-    ``--recheck-after`` seconds after it was found, keyed ``case|device``."""
+    """The final benchmark metrics of each suspect (a latency regression, or a measurement taken
+    on a busy machine), re-measured at least ``--recheck-after`` seconds after it was found,
+    keyed ``case|device``."""
     from hfci import bench
     from hfci.factory import build_case
 
     wait = config.getoption("recheck_after") - (time.monotonic() - max(t for _, t in suspects))
     if wait > 0:
         time.sleep(wait)
-    tolerance = config.getoption("baseline_tolerance")
     final: dict[str, Any] = {}
     with bench.machine_lock(lock, exclusive=True):
         for spec, found_at in suspects:
@@ -113,8 +129,7 @@ def recheck(
                 case = build_case(spec.record, spec.head, spec.device)
             except Exception:
                 continue  # it was built before; without it, the suspect's own verdict stands
-            measurement = bench.measure(_forward_of(case), spec.device, _batch_of(case), spec.case)
-            latency = bench.compare_latency(stored, measurement, tolerance, usual=usual)
+            measurement, latency = measured(case, spec, config, stored, usual, remeasures=0)
             metrics = bench.outcome(stored, measurement, latency, config.getoption("memory_tolerance"))
             later = round(time.monotonic() - found_at)
             for verdict in metrics["verdicts"]:
