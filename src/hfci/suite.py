@@ -129,7 +129,8 @@ def recheck(
                 case = build_case(spec.record, spec.head, spec.device)
             except Exception:
                 continue  # it was built before; without it, the suspect's own verdict stands
-            measurement, latency = measured(case, spec, config, stored, usual, remeasures=0)
+            # The whole procedure again: one noisy take must not confirm what one noisy take found.
+            measurement, latency = measured(case, spec, config, stored, usual, bench.REMEASURES)
             metrics = bench.outcome(stored, measurement, latency, config.getoption("memory_tolerance"))
             later = round(time.monotonic() - found_at)
             for verdict in metrics["verdicts"]:
