@@ -59,15 +59,11 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
                 continue
             if perf.get("protocol", 1) != entry["perf"].get("protocol", 1):
                 continue  # ratios of two protocols are not comparable
-            if (
-                usual
-                and bench.taken_disturbed(entry["perf"], usual)
-                and not bench.taken_disturbed(perf, usual)
-            ):
+            if usual and bench.taken_disturbed(perf, usual):
+                continue  # its slow reference deflated the ratio: it teaches nothing
+            if usual and bench.taken_disturbed(entry["perf"], usual):
                 entry["perf"] = perf
                 continue
-            if usual and bench.taken_disturbed(perf, usual):
-                continue  # its slow reference deflated the ratio
             seen = bench.widened(entry["perf"], perf["ratio"])
             if seen:
                 entry["perf"] = {**entry["perf"], "ratio_range": seen}
