@@ -155,6 +155,21 @@ def test_a_measurement_disturbed_through_its_retakes_says_so_and_teaches_no_rang
     assert bench.outcome(base, slower, bench.compare_latency(base, slower, 0.2), 0.05)["ratio_range"] is None
 
 
+def test_a_forward_that_samples_measures_the_same_draw_whatever_ran_before():
+    torch = pytest.importorskip("torch")
+
+    def forward():  # allocates as much as it draws, as VITS' sampled durations do
+        return torch.ones(int(torch.randint(1, 4096, (1,))) * 1024)
+
+    peaks = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        state = torch.get_rng_state()
+        peaks.append(bench.measure(forward, "cpu", 1, "r/Model", repeats=3, warmup=1).peak_memory)
+        assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is kept
+    assert peaks[0] == peaks[1]
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_the_allocator_thresholds_are_fixed_on_glibc():
     assert bench.steady_allocator() is True
