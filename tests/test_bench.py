@@ -155,6 +155,13 @@ def test_a_measurement_disturbed_through_its_retakes_says_so_and_teaches_no_rang
     assert bench.outcome(base, slower, bench.compare_latency(base, slower, 0.2), 0.05)["ratio_range"] is None
 
 
+def test_a_cpu_profile_that_records_no_allocation_gives_no_figure():
+    torch = pytest.importorskip("torch")
+    x = torch.ones(8)
+    assert bench.peak_memory(lambda: x, "cpu") is None  # allocates nothing
+    assert bench.peak_memory(lambda: x + 1, "cpu") > 0
+
+
 def test_a_forward_that_samples_measures_the_same_draw_whatever_ran_before():
     torch = pytest.importorskip("torch")
 
