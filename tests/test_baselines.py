@@ -45,6 +45,14 @@ def test_unchanged_performance_is_not_rewritten():
     assert moved["cases"]["a/Model"]["duration"] == 4.0  # moved beyond a factor of three
 
 
+def test_a_duration_is_rewritten_only_when_it_moved_by_a_factor_and_by_seconds():
+    assert baselines.duration_moved(None, 0.2)  # none stored yet
+    assert not baselines.duration_moved(0.13, 0.45)  # over 3x, but a third of a second
+    assert not baselines.duration_moved(10.0, 20.0)  # 10 s, but only 2x
+    assert baselines.duration_moved(22.0, 73.0)
+    assert baselines.duration_moved(9.7, 2.6)
+
+
 def test_runners_get_their_own_entries():
     eager = rec("a/Model", "forward", "passed")
     sdpa = Record("a/Model", "a", "Model", "cpu", "parity", "failed", 1.0, runner="sdpa")

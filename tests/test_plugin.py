@@ -60,6 +60,31 @@ def test_a_real_run_writes_results(tmp_path):
     assert all(r["duration"] > 0 for r in payload["records"])
 
 
+def test_a_known_failure_marked_not_to_run_is_reported_without_running(tmp_path):
+    # funnel/ForMultipleChoice compiles past the timeout; models.toml says run = false.
+    args = ("--run-model-tests", "--model", "funnel", "--device", "cpu", "--runner", "compile")
+    out = pytest_run(tmp_path, *args, "-k", "ForMultipleChoice and parity")
+    assert out.returncode == 0, out.stdout[-3000:]
+    payload = json.loads((tmp_path / "results-cpu.json").read_text())
+    (record,) = [r for r in payload["records"] if r["check"] == "parity"]
+    assert record["outcome"] == "xfailed" and "NOTRUN" in record["reason"]
+    assert record["duration"] < 5
+
+
+def test_one_head_keeps_one_case_per_model_type(tmp_path):
+    def collected(*args: str) -> set[str]:
+        out = pytest_run(tmp_path, "--collect-only", "-q", "--device", "cpu", "-k", "forward", *args)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return {line.split("[", 1)[1] for line in out.stdout.splitlines() if "::" in line}
+
+    # Neither bert-generation nor internlm3 (which borrows Llama's classes) has a bare Model head.
+    models = ("--model", "bert", "--model", "bert-generation", "--model", "internlm3")
+    every_head = collected(*models)
+    one = collected(*models, "--one-head")
+    assert one == {"bert/Model-cpu]", "bert-generation/Decoder-cpu]", "internlm3/LlamaModel-cpu]"}
+    assert one < every_head
+
+
 def test_shards_partition_the_selection(tmp_path):
     def collected(*args: str) -> set[str]:
         out = pytest_run(tmp_path, "--collect-only", "-q", "--tier", "critical", "--device", "cpu", *args)

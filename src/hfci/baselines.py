@@ -2,7 +2,8 @@
 
 A refresh only moves what changed: a case's performance entry is rewritten when the new
 measurement differs clearly from the stored one (or none is stored), its duration when it moved
-by more than half. So an unchanged run leaves the file, and its diff, almost untouched.
+both by a factor and by whole seconds. So an unchanged run leaves the file, and its diff, almost
+untouched.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from hfci.results import Record, write_json_atomic
 SCHEMA = "hfci-baseline/1"
 DEFAULT_DIR = Path("baselines")
 # A case's duration only balances shards: it is rewritten when it moved by more than this
-# factor either way, so the seconds-level jitter of tiny cases leaves the file alone.
+# factor either way *and* by more than this many seconds. A sub-second case that took 0.4 s
+# instead of 0.13 s (a cold cache, a busy neighbour) moves no shard boundary; 357 of the 1504
+# cases moved beyond the factor alone in one refresh after an unchanged run.
 DURATION_FACTOR = 3.0
+DURATION_SLACK = 1.0
 
 
 class BaselineError(CatalogError):
@@ -102,6 +106,14 @@ def _git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def duration_moved(old: float | None, new: float) -> bool:
+    """Whether a case's stored duration ``old`` is worth replacing with ``new`` seconds."""
+    if not old:
+        return True
+    by_factor = not 1 / DURATION_FACTOR <= new / old <= DURATION_FACTOR
+    return by_factor and abs(new - old) > DURATION_SLACK
+
+
 def merge(
     baseline: Mapping[str, Any] | None,
     records: Iterable[Record],
@@ -124,8 +136,7 @@ def merge(
         if metrics.get("ratio_range") and "perf" in entry:
             entry["perf"] = {**entry["perf"], "ratio_range": metrics["ratio_range"]}
     for case, seconds in durations.items():
-        old = cases[case].get("duration")
-        if not old or not 1 / DURATION_FACTOR <= seconds / old <= DURATION_FACTOR:
+        if duration_moved(cases[case].get("duration"), seconds):
             cases[case]["duration"] = sig(max(seconds, 0.001), 2)
     return {
         "schema": SCHEMA,

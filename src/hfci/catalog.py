@@ -166,6 +166,16 @@ class ModelRecord:
     def tasks(self) -> tuple[str, ...]:
         return tuple(sorted({task for head in self.heads for task in head.tasks}))
 
+    @property
+    def base_head(self) -> Head | None:
+        """The head that stands for the architecture: the bare ``Model``, else the first by name
+        of those named ``...Model`` (``TextModel``, a borrowed ``LlamaModel``), else the first."""
+        if not self.heads:
+            return None
+        names = sorted(head.name for head in self.heads)
+        models = ["Model"] if "Model" in names else [n for n in names if n.endswith("Model")]
+        return self.head((models or names)[0])
+
     def head(self, name: str) -> Head:
         for head in self.heads:
             if head.name == name:

@@ -89,6 +89,8 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     for option in ("category", "family", "tier", "model", "device", "runner"):
         for value in getattr(args, option):
             command += [f"--{option}", value]
+    if args.one_head:
+        command.append("--one-head")
     if args.shard:
         command += ["--shard", args.shard]
     if args.workers != "0":
@@ -128,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)"
     )
     run.add_argument("--shard", help="INDEX/COUNT: run one shard of the selection, e.g. 3/8")
+    run.add_argument(
+        "--one-head",
+        action="store_true",
+        help="one head per model type (its bare Model where it has one): every architecture once",
+    )
     run.add_argument(
         "--runner",
         action="append",
