@@ -167,12 +167,12 @@ class ModelRecord:
         return tuple(sorted({task for head in self.heads for task in head.tasks}))
 
     @property
-    def base_head(self) -> Head | None:
+    def base_head(self) -> Head:
         """The head that stands for the architecture: the bare ``Model``, else the first by name
         of those named ``...Model`` (``TextModel``, a borrowed ``LlamaModel``), else the first."""
-        if not self.heads:
-            return None
         names = sorted(head.name for head in self.heads)
+        if not names:
+            raise CatalogError(f"{self.model_type} has no model class, so no head")
         models = ["Model"] if "Model" in names else [n for n in names if n.endswith("Model")]
         return self.head((models or names)[0])
 

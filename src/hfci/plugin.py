@@ -166,7 +166,6 @@ def selected_cases(config: pytest.Config) -> list[CaseSpec]:
         for r in records
         if r.has_model
         for h in ((r.base_head,) if one_head else r.heads)
-        if h is not None
     ]
     shard = config.getoption("shard")
     if shard:
