@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -58,6 +61,36 @@ def test_a_real_run_writes_results(tmp_path):
     assert perf["latency"]["n"] == len(perf["samples"]) > 10
     assert perf["peak_memory"] > 0
     assert all(r["duration"] > 0 for r in payload["records"])
+
+
+def test_a_killed_run_leaves_the_checks_it_finished_marked_partial(tmp_path):
+    # A CI job killed at its timeout-minutes gets no terminal summary; the checkpoints are all
+    # that is left to upload.
+    command = [sys.executable, "-m", "pytest", "--pyargs", "hfci.suite", "-p", "no:cacheprovider"]
+    command += ["--results-dir", str(tmp_path), "--run-model-tests", "--model", "bert", "--device", "cpu"]
+    command += ["-n", "1", "--checkpoint", "0", "--no-baseline-check"]
+    run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, start_new_session=True)
+    results = tmp_path / "results-cpu.json"
+    try:
+        deadline = time.monotonic() + 300
+        while not results.exists() or len(json.loads(results.read_text())["records"]) < 3:
+            assert run.poll() is None, "the run ended before its third check"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.1)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    payload = json.loads(results.read_text())
+    assert payload["complete"] is False
+    assert payload["fingerprint"].startswith("cpu-")
+    assert 3 <= len(payload["records"]) < 9 * 5, "bert has 9 heads of at least 5 checks each"
+    report = subprocess.run(
+        [sys.executable, "-m", "hfci.cli", "report", str(results), "--model", "bert"],
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr
+    assert "**partial**: its run stopped before the end" in report.stdout
 
 
 def test_a_known_failure_marked_not_to_run_is_reported_without_running(tmp_path):

@@ -338,6 +338,7 @@ def test_real_tiny_run_then_report(tmp_path):
     out = hfci(str(results), "--format", "json", "--out", str(tmp_path / "report"))
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
+    assert [s["complete"] for s in payload["sources"]] == [True]
     case = next(c for c in payload["cases"] if c["case"] == "bert/ForMaskedLM")
     assert case["status"] == "passed"
     assert {"forward", "determinism", "save_load", "benchmark"} <= set(case["checks"])

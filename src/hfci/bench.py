@@ -359,6 +359,30 @@ def machine_lock(path: str | os.PathLike[str] | None, exclusive: bool) -> Iterat
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def machine_idle(path: str | os.PathLike[str] | None) -> Iterator[bool]:
+    """Whether no worker is measuring; when none is, the machine is held shared for the block.
+
+    For work outside the checks (the controller's checkpoints) that must not disturb a
+    measurement but need not wait for one either. Without a path (no xdist) it is always idle.
+    """
+    if not path:
+        yield True
+        return
+    import fcntl
+
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def peak_memory(forward: Callable[[], Any], device: str) -> int | None:
     """Peak bytes allocated by torch during one forward.
 

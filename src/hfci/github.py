@@ -130,6 +130,11 @@ def _results_records(paths: Iterable[str | Path]) -> tuple[list[dict[str, Any]],
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
             records += [{"device": payload.get("device", "?"), **r} for r in payload.get("records", [])]
+            if payload.get("complete") is False:
+                problems.append(
+                    f"{path}: partial, its run stopped before the end (killed at the job's timeout?); "
+                    f"{len(payload.get('records', []))} checks recorded, the rest of its selection has no result"
+                )
         except (OSError, ValueError, AttributeError, TypeError) as problem:
             problems.append(f"{path}: {problem}")
     return records, problems

@@ -87,6 +87,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=60.0,
         help="seconds between a suspected latency regression and its re-check at the session's end",
     )
+    group.addoption(
+        "--checkpoint",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="rewrite results-<device>.json, marked partial, at most this often during the run, "
+        "so that a killed run keeps what it finished (0: after every check)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -105,6 +113,11 @@ def pytest_configure(config: pytest.Config) -> None:
     except CatalogError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[_STASH_RECORDS] = []
+    if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):
+        # Chosen here rather than by xdist, so the controller knows the workers' machine lock too.
+        import uuid
+
+        config.option.testrunuid = uuid.uuid4().hex
     if config.getoption("run_model_tests"):
         import torch
 
@@ -405,11 +418,15 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 def _lock_path(config: pytest.Config) -> str | None:
     """One lock file per xdist run, so its workers take turns measuring; none without xdist."""
     workerinput = getattr(config, "workerinput", None)
-    if not workerinput:
+    if workerinput:
+        uid = workerinput["testrunuid"]
+    elif getattr(config.option, "dist", "no") != "no" and getattr(config.option, "testrunuid", None):
+        uid = config.option.testrunuid
+    else:
         return None
     import tempfile
 
-    return os.path.join(tempfile.gettempdir(), f"hfci-machine-{workerinput['testrunuid']}.lock")
+    return os.path.join(tempfile.gettempdir(), f"hfci-machine-{uid}.lock")
 
 
 @pytest.hookimpl(trylast=True)
@@ -429,6 +446,53 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
                 metrics=properties.get("hfci_metrics"),
             )
         )
+        _checkpoint(_CONFIG[0])
+
+
+_STASH_CHECKPOINT = pytest.StashKey[float]()
+
+
+def _checkpoint(config: pytest.Config) -> None:
+    """Rewrite the results files, marked partial, once ``--checkpoint`` seconds have passed.
+
+    A CI job killed at its timeout then still uploads the checks it finished. The write never
+    overlaps a measurement: it holds the workers' machine lock shared, and while a worker
+    measures it waits for the next check instead.
+    """
+    if hasattr(config, "workerinput") or not config.getoption("run_model_tests"):
+        return
+    last = config.stash.get(_STASH_CHECKPOINT, config._hfci_started)  # type: ignore[attr-defined]
+    if time.perf_counter() - last < config.getoption("checkpoint"):
+        return
+    from hfci.bench import machine_idle
+
+    with machine_idle(_lock_path(config)) as idle:
+        if idle:
+            _write_results(config, config.stash.get(_STASH_RECORDS, []), complete=False)
+            config.stash[_STASH_CHECKPOINT] = time.perf_counter()
+
+
+_META: dict[str, dict[str, Any]] = {}
+
+
+def _write_results(config: pytest.Config, records: list[Record], complete: bool) -> list[Path]:
+    """One results file per device of ``records``; ``complete`` says the run reached its end."""
+    from hfci import __version__
+    from hfci.devices import describe, fingerprint
+
+    paths = []
+    for device in sorted({r.device for r in records}):
+        if device not in _META:
+            _META[device] = {
+                "fingerprint": fingerprint(device),
+                "environment": describe(device),
+                "hfci": __version__,
+            }
+        mine = [r for r in records if r.device == device]
+        paths.append(
+            write_results(Path(config.getoption("results_dir")), device, mine, _META[device], complete)
+        )
+    return paths
 
 
 # -- baselines ---------------------------------------------------------------------------------
@@ -470,7 +534,11 @@ _CONFIG: list[pytest.Config] = []
 def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG[:] = [session.config]
     session.config.stash[_STASH_RECORDS] = []
+    session.config.stash[_STASH_SESSION] = session
     session.config._hfci_started = time.perf_counter()  # type: ignore[attr-defined]
+
+
+_STASH_SESSION = pytest.StashKey[pytest.Session]()
 
 
 def _records_of(report: pytest.TestReport) -> list[Record] | None:
@@ -490,7 +558,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     records: list[Record] = _with_rechecks(config.stash.get(_STASH_RECORDS, []))
     if not records:
         return
-    from hfci import __version__, baselines
+    from hfci import baselines
     from hfci.devices import describe, fingerprint
 
     terminalreporter.section("hfci model summary")
@@ -515,15 +583,19 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(summary(records, new_failures=fresh))
     for line in notes:
         terminalreporter.write_line(line)
-    for device in devices:
+    session = config.stash.get(_STASH_SESSION, None)
+    stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(
+        session and (session.shouldstop or session.shouldfail)
+    )
+    for path in _write_results(config, records, complete=not stopped):
+        terminalreporter.write_line(
+            f"results: {path}" + (" (partial: the run stopped early)" if stopped else "")
+        )
+    for device in devices if config.getoption("update_baselines") else ():
         mine = [r for r in records if r.device == device]
-        meta = {"fingerprint": fingerprint(device), "environment": describe(device), "hfci": __version__}
-        path = write_results(Path(config.getoption("results_dir")), device, mine, meta)
-        terminalreporter.write_line(f"results: {path}")
-        if config.getoption("update_baselines"):
-            target = baselines.path_for(fingerprint(device), Path(config.getoption("baselines_dir")))
-            merged = baselines.merge(baselines.load(target), mine, describe(device), fingerprint(device))
-            terminalreporter.write_line(f"baseline updated: {baselines.write(target, merged)}")
+        target = baselines.path_for(fingerprint(device), Path(config.getoption("baselines_dir")))
+        merged = baselines.merge(baselines.load(target), mine, describe(device), fingerprint(device))
+        terminalreporter.write_line(f"baseline updated: {baselines.write(target, merged)}")
     if fresh:
         config._hfci_new_failures = len(fresh)  # type: ignore[attr-defined]
     latency = [r for r, _ in verdicts(records, "regression") if r.outcome == "passed"]

@@ -62,6 +62,7 @@ class Source:
     device: str
     fingerprint: str
     records: list[Record]
+    complete: bool = True
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -85,7 +86,9 @@ def _results_source(path: Path, payload: Mapping[str, Any]) -> Source:
     except TypeError as error:
         raise ReportError(f"{path}: a record does not match {RESULTS_SCHEMA} ({error})") from None
     device = str(payload.get("device") or (records[0].device if records else "?"))
-    return Source(path, "results", device, str(payload.get("fingerprint", "")), records)
+    # A checkpoint, or a run stopped early: what it holds is true, but its selection is not all there.
+    complete = payload.get("complete", True) is not False
+    return Source(path, "results", device, str(payload.get("fingerprint", "")), records, complete)
 
 
 def _known_failure_reason(model_type: str, head: str, device: str, check: str) -> str:
@@ -290,7 +293,7 @@ def _config_only_reason(record: ModelRecord, catalog: Catalog) -> str:
 class Report:
     """Everything the markdown, the JSON and the chart show."""
 
-    sources: list[dict[str, str]]
+    sources: list[dict[str, Any]]
     transformers: str
     scope: str
     devices: list[str]
@@ -486,7 +489,13 @@ def build(
     ).most_common()
     return Report(
         sources=[
-            {"path": str(s.path), "kind": s.kind, "device": s.device, "fingerprint": s.fingerprint}
+            {
+                "path": str(s.path),
+                "kind": s.kind,
+                "complete": s.complete,
+                "device": s.device,
+                "fingerprint": s.fingerprint,
+            }
             for s in sources
         ],
         transformers=catalog.transformers_version,
@@ -579,6 +588,14 @@ def _percent(rate: float | None) -> str:
     return "—" if rate is None else f"{rate:.1%}"
 
 
+def _source_kind(source: Mapping[str, Any]) -> str:
+    if source.get("complete", True):
+        return str(source["kind"])
+    return (
+        f"{source['kind']}, **partial**: its run stopped before the end, so a missing case may not have run"
+    )
+
+
 def markdown(report: Report, chart: str | None = CHART_NAME, chart_note: str = "") -> str:
     """The report as markdown: news first (new failures, regressions), then counts, gaps, matrix."""
     total = report.groups["all"].get("all") or {"cases": 0, "passed": 0, "model_types": 0, "pass_rate": None}
@@ -589,7 +606,7 @@ def markdown(report: Report, chart: str | None = CHART_NAME, chart_note: str = "
         f"{total['model_types']} model types, {total['cases']} cases (model type × head × device), "  # noqa: RUF001
         f"**{total['passed']} passing ({_percent(total['pass_rate'])})** · scope: {report.scope}",
         "",
-        "Sources: " + ", ".join(f"`{s['path']}` ({s['kind']})" for s in report.sources),
+        "Sources: " + ", ".join(f"`{s['path']}` ({_source_kind(s)})" for s in report.sources),
     ]
     if report.baseline_notes:
         lines += ["", "Compared with: " + "; ".join(report.baseline_notes)]

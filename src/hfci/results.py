@@ -54,12 +54,18 @@ def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> Path:
     return path
 
 
-def write_results(directory: Path, device: str, records: Sequence[Record], meta: Mapping[str, Any]) -> Path:
-    """``<directory>/results-<device>.json`` with every record of the run, sorted."""
+def write_results(
+    directory: Path, device: str, records: Sequence[Record], meta: Mapping[str, Any], complete: bool = True
+) -> Path:
+    """``<directory>/results-<device>.json`` with every record of the run, sorted.
+
+    ``complete`` is false for a checkpoint written during the run, or for a run stopped early.
+    """
     ordered = sorted(records, key=lambda r: (r.case, r.runner, r.check))
     payload = {
         "schema": SCHEMA,
         "device": device,
+        "complete": complete,
         **meta,
         "records": [
             {k: (round(v, 4) if k == "duration" else v) for k, v in asdict(r).items() if v is not None}
