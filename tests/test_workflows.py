@@ -276,6 +276,17 @@ def test_report_results_summarizes_and_annotates_failures(
     assert "::error title=vit/Model [cpu] forward::shape | mismatch" in capsys.readouterr().out
 
 
+def test_a_partial_results_file_is_a_warning_in_the_summary(
+    inside_actions: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = {"case": "bert/Model", "device": "cpu", "check": "forward", "outcome": "passed", "duration": 3.0}
+    payload = {"schema": "hfci-results/1", "device": "cpu", "complete": False, "records": [record]}
+    (tmp_path / "results-cpu.json").write_text(json.dumps(payload))
+    assert github.main(["summary", str(tmp_path)]) == 0
+    (warning,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("::warning")]
+    assert "partial, its run stopped before the end" in warning and "1 checks recorded" in warning
+
+
 def test_report_results_with_nothing_to_report(outside_actions: None, tmp_path: Path, capsys) -> None:
     assert github.main(["summary", str(tmp_path)]) == 0
     assert "No results" in capsys.readouterr().out
