@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,7 @@ PROJECT = {
         [tool.hfci.runners]
         mine = "my_backend:run"
         broken = "my_backend:broken"
+        noisy = "my_backend:noisy"
         """,
     "my_backend.py": """
         import torch
@@ -78,6 +80,9 @@ PROJECT = {
 
         def broken(model, inputs):
             return "oops"
+
+        def noisy(model, inputs):
+            raise RuntimeError("the cause\\n\\nSet NOISY_VERBOSE=1 for the internal stack trace")
         """,
 }
 
@@ -114,10 +119,15 @@ def test_a_project_runs_hfci_with_its_own_runner(tmp_path):
     bad = run_in(project, "--runner", "broken", "-k", "ForMaskedLM")
     assert bad.returncode == 1
     assert "runner 'broken' returned str" in bad.stdout
+    noisy = run_in(project, "--runner", "noisy", "-k", "ForMaskedLM")
+    assert noisy.returncode == 1
+    records = json.loads((project / "results" / "results-cpu.json").read_text())["records"]
+    (record,) = [r for r in records if r["check"] == "parity"]
+    assert record["reason"].startswith("RuntimeError: the cause"), record["reason"]
     unknown = run_in(project, "--runner", "absent", "-k", "ForMaskedLM")
     assert unknown.returncode == 4
     assert (
-        "unknown runner 'absent'; valid: eager, sdpa, compile, bf16, fp16, export, mine, broken"
+        "unknown runner 'absent'; valid: eager, sdpa, compile, bf16, fp16, export, mine, broken, noisy"
         in unknown.stderr
     )
 

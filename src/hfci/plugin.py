@@ -378,6 +378,10 @@ def _reason(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     if report.failed:
+        # The exception itself: its last lines are often advice (dynamo's "Set TORCHDYNAMO_VERBOSE").
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None and crash.message.strip():
+            return crash.message.strip()[:500]
         text = report.longreprtext.strip().splitlines()
         errors = [line for line in text if line.startswith("E ")]
         return (errors[-1][2:].strip() if errors else (text[-1] if text else "failed"))[:500]
