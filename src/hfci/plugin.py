@@ -479,24 +479,27 @@ def _checkpoint(config: pytest.Config) -> None:
 _META: dict[str, dict[str, Any]] = {}
 
 
+def _meta(device: str) -> dict[str, Any]:
+    """A device's fingerprint and environment, worked out once: every checkpoint writes them."""
+    if device not in _META:
+        from hfci import __version__
+        from hfci.devices import describe, fingerprint
+
+        _META[device] = {
+            "fingerprint": fingerprint(device),
+            "environment": describe(device),
+            "hfci": __version__,
+        }
+    return _META[device]
+
+
 def _write_results(config: pytest.Config, records: list[Record], complete: bool) -> list[Path]:
     """One results file per device of ``records``; ``complete`` says the run reached its end."""
-    from hfci import __version__
-    from hfci.devices import describe, fingerprint
-
-    paths = []
-    for device in sorted({r.device for r in records}):
-        if device not in _META:
-            _META[device] = {
-                "fingerprint": fingerprint(device),
-                "environment": describe(device),
-                "hfci": __version__,
-            }
-        mine = [r for r in records if r.device == device]
-        paths.append(
-            write_results(Path(config.getoption("results_dir")), device, mine, _META[device], complete)
-        )
-    return paths
+    directory = Path(config.getoption("results_dir"))
+    return [
+        write_results(directory, device, [r for r in records if r.device == device], _meta(device), complete)
+        for device in sorted({r.device for r in records})
+    ]
 
 
 # -- baselines ---------------------------------------------------------------------------------
@@ -563,7 +566,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not records:
         return
     from hfci import baselines
-    from hfci.devices import describe, fingerprint
 
     terminalreporter.section("hfci model summary")
     devices = sorted({r.device for r in records})
@@ -597,8 +599,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
     for device in devices if config.getoption("update_baselines") else ():
         mine = [r for r in records if r.device == device]
-        target = baselines.path_for(fingerprint(device), Path(config.getoption("baselines_dir")))
-        merged = baselines.merge(baselines.load(target), mine, describe(device), fingerprint(device))
+        meta = _meta(device)
+        target = baselines.path_for(meta["fingerprint"], Path(config.getoption("baselines_dir")))
+        merged = baselines.merge(baselines.load(target), mine, meta["environment"], meta["fingerprint"])
         terminalreporter.write_line(f"baseline updated: {baselines.write(target, merged)}")
     if fresh:
         config._hfci_new_failures = len(fresh)  # type: ignore[attr-defined]
