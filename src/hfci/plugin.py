@@ -479,7 +479,7 @@ def _checkpoint(config: pytest.Config) -> None:
 _META: dict[str, dict[str, Any]] = {}
 
 
-def _meta(device: str) -> dict[str, Any]:
+def _device_meta(device: str) -> dict[str, Any]:
     """A device's fingerprint and environment, worked out once: every checkpoint writes them."""
     if device not in _META:
         from hfci import __version__
@@ -497,7 +497,9 @@ def _write_results(config: pytest.Config, records: list[Record], complete: bool)
     """One results file per device of ``records``; ``complete`` says the run reached its end."""
     directory = Path(config.getoption("results_dir"))
     return [
-        write_results(directory, device, [r for r in records if r.device == device], _meta(device), complete)
+        write_results(
+            directory, device, [r for r in records if r.device == device], _device_meta(device), complete
+        )
         for device in sorted({r.device for r in records})
     ]
 
@@ -599,7 +601,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
     for device in devices if config.getoption("update_baselines") else ():
         mine = [r for r in records if r.device == device]
-        meta = _meta(device)
+        meta = _device_meta(device)
         target = baselines.path_for(meta["fingerprint"], Path(config.getoption("baselines_dir")))
         merged = baselines.merge(baselines.load(target), mine, meta["environment"], meta["fingerprint"])
         terminalreporter.write_line(f"baseline updated: {baselines.write(target, merged)}")
