@@ -14,8 +14,9 @@ import time
 import warnings
 
 from hfci import runners
+from hfci.case import build_case
 from hfci.catalog import load_catalog
-from hfci.factory import FactoryError, build_case
+from hfci.factory import FactoryError
 
 
 def timed(fn, *args) -> float:

@@ -49,8 +49,9 @@ def _probe(model_type: str, head: str) -> dict[str, Any]:
 
     logging.set_verbosity_error()
     from hfci import checks
+    from hfci.case import build_case
     from hfci.catalog import load_catalog
-    from hfci.factory import MissingDependency, build_case
+    from hfci.factory import MissingDependency
 
     record = load_catalog()[model_type]
     stage = "build"

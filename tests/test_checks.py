@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hfci import checks, processors
+from hfci import checks, outputs, processors
+from hfci.case import TinyCase, build_case
 from hfci.catalog import load_catalog
-from hfci.factory import TinyCase, build_case
 from hfci.results import Record, summary
 
 
@@ -59,13 +59,15 @@ def test_compare_names_every_kind_of_difference():
         "n": torch.tensor([float("nan")]),
     }
     b = {"x": torch.ones(2), "y": torch.zeros(4), "z": torch.tensor([1, 3]), "n": torch.tensor([0.0])}
-    problems = checks.compare(a, b)
+    problems = outputs.compare(a, b)
     assert "x: max abs diff 1" in problems
     assert "y: shape (3,) vs (4,)" in problems
     assert "z: values differ" in problems
     assert "n: NaN in 1 vs 0 elements" in problems
-    assert checks.compare({"only": torch.zeros(1)}, {"other": torch.zeros(1)}) == []
-    assert checks.compare({"a": torch.zeros(1), "b": torch.zeros(1)}, {"a": torch.zeros(1)}) == ["b: missing"]
+    assert outputs.compare({"only": torch.zeros(1)}, {"other": torch.zeros(1)}) == []
+    assert outputs.compare({"a": torch.zeros(1), "b": torch.zeros(1)}, {"a": torch.zeros(1)}) == [
+        "b: missing"
+    ]
 
 
 def test_forward_checks_logit_shapes_against_the_head():
@@ -83,7 +85,7 @@ def test_save_load_and_generate_on_a_real_tiny_model():
     checks.check_save_load(case, reference)
     checks.check_generate(case)
     checks.check_pipeline(case)
-    assert checks.is_generative(case.record.head("LMHeadModel"))
+    assert case.record.head("LMHeadModel").generative
     with pytest.raises(checks.CheckSkipped, match="not a generative head"):
         checks.check_generate(build_case(load_catalog()["gpt2"], "ForTokenClassification"))
 

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from hfci import devices
-from hfci.catalog import CatalogError
 
 torch = pytest.importorskip("torch")
 HAS_CUDA = torch.cuda.is_available()
@@ -38,21 +37,23 @@ def test_an_accelerator_present_is_preferred() -> None:
 
 @pytest.mark.parametrize("name", ["gpu", "CUDA", "cuda:x", "tpu", ""])
 def test_an_unknown_device_names_the_valid_ones(name: str) -> None:
-    with pytest.raises(CatalogError, match=r"unknown device .*; valid: auto, cpu, cuda, mps, xpu"):
+    with pytest.raises(devices.DeviceError, match=r"unknown device .*; valid: auto, cpu, cuda, mps, xpu"):
         devices.resolve_device(name)
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
 def test_cuda_named_but_absent_is_an_error_not_a_cpu_fallback() -> None:
-    with pytest.raises(CatalogError, match=r"device 'cuda' is not available here \(.*\); present: cpu"):
+    with pytest.raises(
+        devices.DeviceError, match=r"device 'cuda' is not available here \(.*\); present: cpu"
+    ):
         devices.resolve_device("cuda")
-    with pytest.raises(CatalogError, match="not available here"):
+    with pytest.raises(devices.DeviceError, match="not available here"):
         devices.resolve_device("cuda:0")
 
 
 def test_every_absent_known_device_is_an_error() -> None:
     for name in set(devices.KNOWN_DEVICES) - set(devices.available_devices()):
-        with pytest.raises(CatalogError, match=f"device '{name}' is not available here"):
+        with pytest.raises(devices.DeviceError, match=f"device '{name}' is not available here"):
             devices.resolve_device(name)
 
 
@@ -62,7 +63,7 @@ def test_describe_cpu() -> None:
     assert info["cpu"] and info["name"] == info["cpu"]
     assert info["torch"] == importlib.metadata.version("torch")
     assert info["transformers"] == importlib.metadata.version("transformers")
-    with pytest.raises(CatalogError, match="unknown device"):
+    with pytest.raises(devices.DeviceError, match="unknown device"):
         devices.describe("tpu")
 
 
@@ -120,5 +121,5 @@ def test_cuda_is_detected_and_described() -> None:
     assert info["memory_bytes"] > 0
     fingerprint = devices.fingerprint("cuda")
     assert fingerprint.startswith(f"cuda-{devices.slug(info['name'])}-sm")
-    with pytest.raises(CatalogError, match="cuda has"):
+    with pytest.raises(devices.DeviceError, match="cuda has"):
         devices.resolve_device(f"cuda:{torch.cuda.device_count()}")

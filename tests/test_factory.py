@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hfci import factory
+from hfci.case import build_case
 
 RULES = {
     "ints": {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2},
@@ -143,7 +144,7 @@ CRITICAL = [
 def test_critical_models_build_and_run_on_cpu(catalog, model_type, head):
     import torch
 
-    case = factory.build_case(catalog[model_type], head)
+    case = build_case(catalog[model_type], head)
     assert case.parameters <= 5_000_000
     with torch.inference_mode():
         first = case.model(**case.inputs)
@@ -156,7 +157,7 @@ def test_critical_models_build_and_run_on_cpu(catalog, model_type, head):
 def test_vision_language_inputs_carry_one_placeholder_per_image_feature(catalog):
     import torch
 
-    case = factory.build_case(catalog["llava"], "Model")
+    case = build_case(catalog["llava"], "Model")
     token = case.model.config.image_token_id
     assert (case.inputs["input_ids"] == token).sum() > 0
     with torch.inference_mode():
@@ -164,7 +165,7 @@ def test_vision_language_inputs_carry_one_placeholder_per_image_feature(catalog)
 
 
 def test_time_series_inputs_are_derived_from_the_config(catalog):
-    case = factory.build_case(catalog["time_series_transformer"], "Model")
+    case = build_case(catalog["time_series_transformer"], "Model")
     config = case.model.config
     length = config.context_length + max(config.lags_sequence)
     assert case.inputs["past_values"].shape[1] == length
@@ -177,7 +178,7 @@ def test_a_hinted_attention_mask_is_kept_beside_codebook_ids(catalog):
     from hfci import runners
 
     # kyutai's ids carry a codebook axis, (batch, length, 1 + codebooks); its mask is (batch, length).
-    case = factory.build_case(catalog["kyutai_speech_to_text"], "Model")
+    case = build_case(catalog["kyutai_speech_to_text"], "Model")
     assert case.inputs["input_ids"].dim() == 3
     assert case.inputs["attention_mask"].shape == case.inputs["input_ids"].shape[:2]
     # Eager attention materialises the mask; with an ids-shaped mask it indexed past its end.

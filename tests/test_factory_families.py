@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hfci import checks
+from hfci.case import build_case, parameter_count
 from hfci.catalog import load_catalog
-from hfci.factory import build_case, parameter_count
 
 
 @pytest.mark.parametrize(

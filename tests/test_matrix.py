@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from hfci import matrix
-from hfci.catalog import CatalogError, load_catalog
+from hfci.catalog import load_catalog
 from hfci.cli import main
+from hfci.errors import HfciError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "matrices" / "devices.toml"
@@ -119,9 +120,9 @@ def test_results_directories_are_searched_recursively(tmp_path: Path) -> None:
 def test_bad_results_files_are_clear_errors(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "results-cpu.json"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(CatalogError, match=message):
+    with pytest.raises(HfciError, match=message):
         matrix.read_durations([path])
-    with pytest.raises(CatalogError, match="no such results file"):
+    with pytest.raises(HfciError, match="no such results file"):
         matrix.read_durations([tmp_path / "missing.json"])
 
 
@@ -189,12 +190,12 @@ def test_parse_shard(text: str, expected: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("text", ["0/8", "9/8", "3", "3/0", "a/b", "-1/4", "3/8/2", ""])
 def test_parse_shard_rejects_bad_input(text: str) -> None:
-    with pytest.raises(CatalogError, match="bad shard"):
+    with pytest.raises(matrix.MatrixError, match="bad shard"):
         matrix.parse_shard(text)
 
 
 def test_shard_cases_rejects_an_index_out_of_range() -> None:
-    with pytest.raises(CatalogError, match="bad shard 5/4"):
+    with pytest.raises(matrix.MatrixError, match="bad shard 5/4"):
         matrix.shard_cases(["a/Model"], {}, 5, 4)
 
 
@@ -240,12 +241,12 @@ GOOD_CPU = '[devices.cpu]\nruns-on = "ubuntu-latest"\nshards = 4\n'
     ],
 )
 def test_a_bad_devices_config_is_an_error_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(CatalogError, match=message):
+    with pytest.raises(matrix.MatrixError, match=message):
         matrix.load_devices_config(write_config(tmp_path, text))
 
 
 def test_a_missing_devices_config_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CatalogError, match="cannot read the devices config"):
+    with pytest.raises(matrix.MatrixError, match="cannot read the devices config"):
         matrix.load_devices_config(tmp_path / "nope.toml")
 
 
@@ -304,7 +305,7 @@ def test_the_256_job_limit_splits_into_slices_or_fails_never_drops(tmp_path: Pat
     assert len(keys) == 450
 
     one = matrix.load_devices_config(write_config(tmp_path, text + "[matrix]\nslices = 1\n"))
-    with pytest.raises(CatalogError, match=r"the plan has 450 jobs, but a matrix holds at most 256"):
+    with pytest.raises(matrix.MatrixError, match=r"the plan has 450 jobs, but a matrix holds at most 256"):
         matrix.plan(cases, one, {})
     assert len(matrix.plan(cases, one, {}, devices=["cpu"])[0]["include"]) == 200
 
@@ -321,7 +322,9 @@ def test_an_empty_selection_plans_empty_matrices(tmp_path: Path) -> None:
 
 def test_an_unconfigured_device_is_a_clear_error() -> None:
     config = matrix.load_devices_config(CONFIG)
-    with pytest.raises(CatalogError, match=r"device 'tpu' has no entry in .*; configured: cpu, cuda, mps"):
+    with pytest.raises(
+        matrix.MatrixError, match=r"device 'tpu' has no entry in .*; configured: cpu, cuda, mps"
+    ):
         matrix.select_devices(config, ["tpu"])
     assert [d.name for d in matrix.select_devices(config)] == [
         d for d, c in config.devices.items() if c.enabled

@@ -34,8 +34,8 @@ def test_unknown_and_malformed_runners_are_clear_errors(tmp_path):
 
 
 def test_sdpa_and_bf16_agree_with_eager_on_bert():
+    from hfci.case import build_case
     from hfci.checks import check_parity
-    from hfci.factory import build_case
 
     case = build_case(load_catalog()["bert"], "ForMaskedLM")
     check_parity(case, "sdpa")
@@ -136,8 +136,8 @@ def test_a_project_runs_hfci_with_its_own_runner(tmp_path):
     ("runner", "model_type", "head"), [("export", "gpt2", "Model"), ("fp16", "bert", "Model")]
 )
 def test_export_and_half_precision_runners(runner, model_type, head):
+    from hfci.case import build_case
     from hfci.checks import CheckSkipped, check_parity
-    from hfci.factory import build_case
 
     case = build_case(load_catalog()[model_type], head)
     try:
@@ -148,8 +148,8 @@ def test_export_and_half_precision_runners(runner, model_type, head):
 
 
 def test_sdpa_skips_a_model_without_sdpa():
+    from hfci.case import build_case
     from hfci.checks import CheckSkipped, check_parity
-    from hfci.factory import build_case
 
     record = next(
         r

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hfci.bench import sig
-from hfci.catalog import CatalogError
+from hfci.errors import HfciError
 from hfci.results import Record, write_json_atomic
 
 SCHEMA = "hfci-baseline/1"
@@ -29,7 +29,7 @@ DURATION_FACTOR = 3.0
 DURATION_SLACK = 1.0
 
 
-class BaselineError(CatalogError):
+class BaselineError(HfciError):
     """A baseline file that cannot be used; never overwritten."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hfci import data
+from hfci.errors import HfciError, validate_choices
 
 CATEGORIES = ("text", "vision", "audio", "multimodal", "time-series", "other")
 TIERS = ("critical", "high", "medium", "other")
@@ -132,8 +133,20 @@ _AUTO_FILES = (
 )
 
 
-class CatalogError(ValueError):
+class CatalogError(HfciError):
     """A bad selection or an installed transformers hfci cannot read."""
+
+
+# The head mappings whose models generate tokens (what ``generate`` is checked on).
+GENERATIVE_MAPPINGS = frozenset(
+    {
+        "MODEL_FOR_CAUSAL_LM",
+        "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM",
+        "MODEL_FOR_SPEECH_SEQ_2_SEQ",
+        "MODEL_FOR_IMAGE_TEXT_TO_TEXT",
+        "MODEL_FOR_MULTIMODAL_LM",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,11 @@ class Head:
     class_name: str
     mappings: tuple[str, ...]
     tasks: tuple[str, ...]
+
+    @property
+    def generative(self) -> bool:
+        """Whether the head generates (causal LM, seq2seq, image-text-to-text, ...)."""
+        return bool(GENERATIVE_MAPPINGS & set(self.mappings))
 
 
 @dataclass(frozen=True)
@@ -224,9 +242,9 @@ class Catalog:
     ) -> list[ModelRecord]:
         """Records matching every given filter (each filter: any of its values). Validates values."""
         categories, families, tiers, models = (list(v) for v in (categories, families, tiers, models))
-        validate_choices("category", categories, CATEGORIES)
-        validate_choices("family", families, sorted({r.family for r in self}))
-        validate_choices("tier", tiers, TIERS)
+        validate_choices("category", categories, CATEGORIES, CatalogError)
+        validate_choices("family", families, sorted({r.family for r in self}), CatalogError)
+        validate_choices("tier", tiers, TIERS, CatalogError)
         wanted_models = {self.resolve(m) for m in models}
         return [
             r
@@ -250,14 +268,6 @@ class Catalog:
                 f"unknown model {name!r}{hint}; valid: any of the {len(self.records)} model types "
                 "listed by `hfci catalog`"
             ) from None
-
-
-def validate_choices(what: str, given: Iterable[str], valid: Iterable[str]) -> None:
-    """Raise one clear error naming the first bad value and every valid one."""
-    valid = list(valid)
-    for value in given:
-        if value not in valid:
-            raise CatalogError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
 
 
 # -- reading transformers' tables ------------------------------------------------------------

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from collections.abc import Iterator
 from typing import Any
 
-from hfci.factory import TinyCase
+from hfci import runners
+from hfci.case import TinyCase
 from hfci.inputs import main_input
-
-CHECKS = ("forward", "determinism", "save_load", "generate", "pipeline")
+from hfci.outputs import compare, seeded_forward, tensors
+from hfci.processors import RECIPES, NoRecipe, pick_task
 
 # Heads whose outputs are token scores over the vocabulary, one per input position.
 _TOKEN_SCORE_MAPPINGS = {"MODEL_FOR_CAUSAL_LM", "MODEL_FOR_MASKED_LM"}
@@ -19,17 +19,6 @@ _LABEL_MAPPINGS = {
     "MODEL_FOR_IMAGE_CLASSIFICATION",
     "MODEL_FOR_AUDIO_CLASSIFICATION",
 }
-_GENERATIVE_MAPPINGS = {
-    "MODEL_FOR_CAUSAL_LM",
-    "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM",
-    "MODEL_FOR_SPEECH_SEQ_2_SEQ",
-    "MODEL_FOR_IMAGE_TEXT_TO_TEXT",
-    "MODEL_FOR_MULTIMODAL_LM",
-}
-# Outputs that are caches or bookkeeping, not results to compare (attention maps: any key ending
-# in "attentions", which fused attention kernels do not return).
-_IGNORED_OUTPUTS = {"past_key_values", "cache_params", "mems"}
-SEED = 0
 
 
 class CheckFailed(AssertionError):
@@ -41,55 +30,8 @@ class CheckSkipped(Exception):
 
 
 def run_forward(case: TinyCase) -> Any:
-    """One eval forward, from a fixed seed: models that sample in eval (MAE's masking) repeat."""
-    import torch
-
-    torch.manual_seed(SEED)
-    with torch.inference_mode():
-        return case.model(**case.inputs)
-
-
-def tensors(output: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(name, tensor) for every tensor in a model output, caches left out."""
-    import torch
-
-    if isinstance(output, torch.Tensor):
-        yield prefix or "output", output
-    elif isinstance(output, dict):
-        for key, value in output.items():
-            if key not in _IGNORED_OUTPUTS and not str(key).endswith("attentions"):
-                yield from tensors(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(output, (tuple, list)):
-        for i, value in enumerate(output):
-            yield from tensors(value, f"{prefix}[{i}]")
-
-
-def compare(reference: Any, other: Any, atol: float = 1e-5, rtol: float = 1e-4) -> list[str]:
-    """The names of outputs that differ (shape or values) between two forwards."""
-    import torch
-
-    ref, got = dict(tensors(reference)), dict(tensors(other))
-    if not ref.keys() & got.keys():
-        # A runner may return plain tuples where eager returned named outputs: compare in order.
-        ref = {f"[{i}]": t for i, t in enumerate(ref.values())}
-        got = {f"[{i}]": t for i, t in enumerate(got.values())}
-    problems = [f"{name}: missing" for name in ref if name not in got]
-    for name, a in ref.items():
-        b = got.get(name)
-        if b is None:
-            continue
-        if a.shape != b.shape:
-            problems.append(f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}")
-        elif a.is_floating_point() or a.is_complex():
-            x, y = a.float().cpu(), b.float().cpu()
-            if not torch.equal(x.isnan(), y.isnan()):
-                problems.append(f"{name}: NaN in {int(x.isnan().sum())} vs {int(y.isnan().sum())} elements")
-            elif not torch.allclose(x, y, atol=atol, rtol=rtol, equal_nan=True):
-                diff = (x - y).abs().nan_to_num(0).max().item()
-                problems.append(f"{name}: max abs diff {diff:.3g}")
-        elif not torch.equal(a.cpu(), b.cpu()):
-            problems.append(f"{name}: values differ")
-    return problems
+    """The case's model on its inputs, seeded (see :func:`hfci.outputs.seeded_forward`)."""
+    return seeded_forward(case.model, case.inputs)
 
 
 def check_forward(case: TinyCase) -> Any:
@@ -145,30 +87,20 @@ def check_determinism(case: TinyCase, reference: Any) -> None:
 
 def check_save_load(case: TinyCase, reference: Any) -> None:
     """save_pretrained (safetensors) then from_pretrained offline gives the same outputs."""
-    import torch
-
     cls = type(case.model)
     with tempfile.TemporaryDirectory(prefix="hfci-") as directory:
         case.model.save_pretrained(directory, safe_serialization=True)
         loaded = cls.from_pretrained(directory, local_files_only=True).eval().to(case.device)
-    torch.manual_seed(SEED)
-    with torch.inference_mode():
-        output = loaded(**case.inputs)
-    problems = compare(reference, output)
+    problems = compare(reference, seeded_forward(loaded, case.inputs))
     if problems:
         raise CheckFailed("reloaded model differs: " + "; ".join(problems[:5]))
-
-
-def is_generative(head: Any) -> bool:
-    """Whether a catalog head is one that generates (causal LM, seq2seq, image-text-to-text, ...)."""
-    return bool(set(head.mappings) & _GENERATIVE_MAPPINGS)
 
 
 def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
     """Greedy generation yields ``new_tokens`` more tokens per sequence."""
     import torch
 
-    if not is_generative(case.record.head(case.head)):
+    if not case.record.head(case.head).generative:
         raise CheckSkipped("not a generative head")
     if not case.model.can_generate():
         raise CheckSkipped(f"{type(case.model).__name__} cannot generate")
@@ -221,8 +153,6 @@ def check_pipeline(case: TinyCase) -> None:
 
     from transformers import pipeline
 
-    from hfci.processors import RECIPES, NoRecipe, pick_task
-
     head = case.record.head(case.head)
     case.model._hfci_category = case.record.category
     try:
@@ -243,8 +173,6 @@ def check_pipeline(case: TinyCase) -> None:
 
 def check_parity(case: TinyCase, runner_name: str) -> None:
     """A runner's outputs agree with the eager float32 reference, within its dtype's tolerance."""
-    from hfci import runners
-
     runner = runners.load(runner_name)
     reference = runners.eager(case.model, case.inputs)
     try:

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
-from hfci.catalog import CatalogError, ModelRecord, load_catalog
+from hfci.catalog import ModelRecord, load_catalog
+from hfci.errors import HfciError
 
 
 def _catalog_rows(records: Sequence[ModelRecord]) -> list[dict[str, str]]:
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[..., int] = args.func
     try:
         return func(args, extra) if getattr(args, "passthrough", False) else func(args)
-    except CatalogError as error:
+    except HfciError as error:
         print(f"hfci: error: {error}", file=sys.stderr)
         return 2
 

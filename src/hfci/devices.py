@@ -13,9 +13,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hfci.catalog import CatalogError
+from hfci.errors import HfciError
 
 KNOWN_DEVICES = ("cpu", "cuda", "mps", "xpu")
+
+
+class DeviceError(HfciError):
+    """A device that is unknown, or not present on this machine."""
+
 
 # Which present device ``best_device`` picks: the fastest kind of accelerator first.
 PREFERENCE = ("cuda", "xpu", "mps", "cpu")
@@ -69,14 +74,14 @@ def resolve_device(name: str | None = None) -> str:
         return best_device()
     kind, _, index = name.partition(":")
     if kind not in KNOWN_DEVICES or (index and not index.isdigit()):
-        raise CatalogError(f"unknown device {name!r}; valid: auto, {', '.join(KNOWN_DEVICES)} (or cuda:N)")
+        raise DeviceError(f"unknown device {name!r}; valid: auto, {', '.join(KNOWN_DEVICES)} (or cuda:N)")
     count = _count(kind)
     if count == 0:
         present = ", ".join(available_devices())
         why = "torch is not installed" if _torch() is None else f"torch {_version('torch')} sees none"
-        raise CatalogError(f"device {name!r} is not available here ({why}); present: {present}")
+        raise DeviceError(f"device {name!r} is not available here ({why}); present: {present}")
     if index and int(index) >= count:
-        raise CatalogError(
+        raise DeviceError(
             f"device {name!r} is not available here: {kind} has {count} device(s) (0-{count - 1})"
         )
     return name
@@ -178,7 +183,7 @@ def describe(device: str = "cpu") -> dict[str, Any]:
     """What a baseline needs to know about the machine that ran it."""
     kind = device.partition(":")[0]
     if kind not in KNOWN_DEVICES:
-        raise CatalogError(f"unknown device {device!r}; valid: {', '.join(KNOWN_DEVICES)}")
+        raise DeviceError(f"unknown device {device!r}; valid: {', '.join(KNOWN_DEVICES)}")
     info: dict[str, Any] = {
         "device": device,
         "name": cpu_model() if kind == "cpu" else None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from hfci import data
@@ -657,31 +656,3 @@ def _config_for(cls: type, config: Any) -> Any:
         if isinstance(sub, wanted):
             return sub
     return config
-
-
-def parameter_count(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-@dataclass
-class TinyCase:
-    """A built case: the model, its inputs, and what it was built from."""
-
-    record: ModelRecord
-    head: str
-    device: str
-    model: Any
-    inputs: dict[str, Any]
-
-    @property
-    def parameters(self) -> int:
-        return parameter_count(self.model)
-
-
-def build_case(record: ModelRecord, head: str, device: str = "cpu", seed: int = SEED) -> TinyCase:
-    """Model and inputs for one (model type, head) on one device."""
-    # inputs builds on this module's helpers, so it is imported here, not at the top.
-    from hfci.inputs import synthetic_inputs
-
-    model = build_model(record, head, device, seed)
-    return TinyCase(record, head, device, model, synthetic_inputs(model, record, seed))

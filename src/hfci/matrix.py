@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hfci.catalog import CatalogError, ModelRecord
+from hfci.catalog import ModelRecord
 from hfci.devices import KNOWN_DEVICES
+from hfci.errors import HfciError
 from hfci.results import results_files
 
 DEFAULT_CONFIG = Path("matrices/devices.toml")
@@ -39,6 +40,10 @@ DEFAULT_ESTIMATE = 0.5
 Durations = dict[tuple[str, str], float]
 
 
+class MatrixError(HfciError):
+    """A bad shard, devices config or durations file."""
+
+
 # -- cases and durations -----------------------------------------------------------------------
 
 
@@ -51,9 +56,9 @@ def _load_json(path: Path) -> dict[str, Any]:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise CatalogError(f"{path}: not a readable JSON file ({error})") from None
+        raise MatrixError(f"{path}: not a readable JSON file ({error})") from None
     if not isinstance(payload, dict):
-        raise CatalogError(f"{path}: expected a JSON object")
+        raise MatrixError(f"{path}: expected a JSON object")
     return payload
 
 
@@ -79,9 +84,9 @@ def read_durations(paths: Iterable[str | Path]) -> Durations:
                     key = (record["case"], record.get("device") or payload["device"])
                     found[key] = found.get(key, 0.0) + float(record.get("duration") or 0.0)
                 except (KeyError, TypeError, ValueError):
-                    raise CatalogError(f"{path}: malformed record {record!r}") from None
+                    raise MatrixError(f"{path}: malformed record {record!r}") from None
         else:
-            raise CatalogError(
+            raise MatrixError(
                 f"{path}: unknown schema {schema!r}; expected {RESULTS_SCHEMA!r} or {DURATIONS_SCHEMA!r}"
             )
         durations |= {key: round(seconds, 3) for key, seconds in found.items()}
@@ -131,7 +136,7 @@ def balance(durations: Mapping[str, float], count: int) -> list[list[str]]:
     the inputs, never on dict order.
     """
     if count < 1:
-        raise CatalogError(f"shard count must be at least 1, got {count}")
+        raise MatrixError(f"shard count must be at least 1, got {count}")
     shards: list[list[str]] = [[] for _ in range(count)]
     loads = [(0.0, index) for index in range(count)]
     for case in sorted(durations, key=lambda c: (-durations[c], c)):
@@ -153,17 +158,17 @@ def parse_shard(text: str) -> tuple[int, int]:
     """``"3/8"`` -> ``(3, 8)``; the index is 1-based, as people count jobs."""
     index, sep, count = text.partition("/")
     if not sep or not index.strip().isdigit() or not count.strip().isdigit():
-        raise CatalogError(f"bad shard {text!r}; expected INDEX/COUNT, e.g. 3/8")
+        raise MatrixError(f"bad shard {text!r}; expected INDEX/COUNT, e.g. 3/8")
     index_n, count_n = int(index), int(count)
     if count_n < 1 or not 1 <= index_n <= count_n:
-        raise CatalogError(f"bad shard {text!r}; the index must be between 1 and the count (1-{count_n})")
+        raise MatrixError(f"bad shard {text!r}; the index must be between 1 and the count (1-{count_n})")
     return index_n, count_n
 
 
 def shard_cases(cases: Iterable[str], durations: Mapping[str, float], index: int, count: int) -> list[str]:
     """The cases that job ``index`` of ``count`` runs (1-based), balanced on one device's durations."""
     if count < 1 or not 1 <= index <= count:
-        raise CatalogError(f"bad shard {index}/{count}; the index must be between 1 and {max(count, 1)}")
+        raise MatrixError(f"bad shard {index}/{count}; the index must be between 1 and {max(count, 1)}")
     return balance(with_estimates(cases, durations), count)[index - 1]
 
 
@@ -215,43 +220,43 @@ _DEVICE_KEYS = {"runs-on", "shards", "target-minutes", "max-shards", "enabled", 
 def _positive_int(value: Any, where: str, limit: int | None = None) -> int:
     # bool is an int in Python; `shards = true` is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CatalogError(f"{where}: expected a positive integer, got {value!r}")
+        raise MatrixError(f"{where}: expected a positive integer, got {value!r}")
     if limit is not None and value > limit:
-        raise CatalogError(f"{where}: at most {limit}, got {value}")
+        raise MatrixError(f"{where}: at most {limit}, got {value}")
     return value
 
 
 def _check_keys(table: Any, allowed: set[str], where: str) -> dict[str, Any]:
     if not isinstance(table, dict):
-        raise CatalogError(f"{where}: expected a table")
+        raise MatrixError(f"{where}: expected a table")
     for key in table:
         if key not in allowed:
-            raise CatalogError(f"{where}.{key}: unknown key; valid: {', '.join(sorted(allowed))}")
+            raise MatrixError(f"{where}.{key}: unknown key; valid: {', '.join(sorted(allowed))}")
     return table
 
 
 def _device_config(name: str, table: Any, where: str) -> DeviceConfig:
     table = _check_keys(table, _DEVICE_KEYS, where)
     if name not in KNOWN_DEVICES:
-        raise CatalogError(f"{where}: unknown device {name!r}; valid: {', '.join(KNOWN_DEVICES)}")
+        raise MatrixError(f"{where}: unknown device {name!r}; valid: {', '.join(KNOWN_DEVICES)}")
     runs_on = table.get("runs-on")
     if isinstance(runs_on, str):
         runs_on = [runs_on]
     if not isinstance(runs_on, list) or not runs_on or not all(isinstance(x, str) and x for x in runs_on):
-        raise CatalogError(f"{where}.runs-on: expected a runner label or a non-empty list of labels")
+        raise MatrixError(f"{where}.runs-on: expected a runner label or a non-empty list of labels")
     if ("shards" in table) == ("target-minutes" in table):
-        raise CatalogError(f"{where}: set exactly one of shards and target-minutes")
+        raise MatrixError(f"{where}: set exactly one of shards and target-minutes")
     target = table.get("target-minutes")
     if target is not None and (
         isinstance(target, bool) or not isinstance(target, int | float) or target <= 0
     ):
-        raise CatalogError(f"{where}.target-minutes: expected a positive number of minutes, got {target!r}")
+        raise MatrixError(f"{where}.target-minutes: expected a positive number of minutes, got {target!r}")
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise CatalogError(f"{where}.enabled: expected true or false, got {enabled!r}")
+        raise MatrixError(f"{where}.enabled: expected true or false, got {enabled!r}")
     for key in ("torch-spec", "torch-index"):
         if not isinstance(table.get(key, ""), str):
-            raise CatalogError(f"{where}.{key}: expected a string, got {table[key]!r}")
+            raise MatrixError(f"{where}.{key}: expected a string, got {table[key]!r}")
     return DeviceConfig(
         name=name,
         runs_on=tuple(runs_on),
@@ -267,23 +272,23 @@ def _device_config(name: str, table: Any, where: str) -> DeviceConfig:
 
 
 def load_devices_config(path: str | Path = DEFAULT_CONFIG) -> MatrixConfig:
-    """Read ``matrices/devices.toml``; any mistake is one CatalogError naming the file and key."""
+    """Read ``matrices/devices.toml``; any mistake is one MatrixError naming the file and key."""
     from hfci.data import tomllib
 
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise CatalogError(f"cannot read the devices config {path}: {error.strerror}") from None
+        raise MatrixError(f"cannot read the devices config {path}: {error.strerror}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise CatalogError(f"{path}: not valid TOML: {error}") from None
+        raise MatrixError(f"{path}: not valid TOML: {error}") from None
     _check_keys(raw, {"matrix", "devices"}, str(path))
     matrix = _check_keys(raw.get("matrix", {}), _MATRIX_KEYS, f"{path}: matrix")
     devices = _check_keys(raw.get("devices", {}), set(KNOWN_DEVICES), f"{path}: devices")
     if not devices:
-        raise CatalogError(f"{path}: devices: configure at least one device, e.g. [devices.cpu]")
+        raise MatrixError(f"{path}: devices: configure at least one device, e.g. [devices.cpu]")
     return MatrixConfig(
         devices={
             name: _device_config(name, table, f"{path}: devices.{name}") for name, table in devices.items()
@@ -301,7 +306,7 @@ def select_devices(config: MatrixConfig, names: Sequence[str] = ()) -> list[Devi
     """The devices to plan: those named (enabled or not), else every enabled one."""
     for name in names:
         if name not in config.devices:
-            raise CatalogError(
+            raise MatrixError(
                 f"device {name!r} has no entry in {config.path}; configured: {', '.join(config.devices)}"
             )
     if names:
@@ -398,7 +403,7 @@ def split(
     """
     needed = math.ceil(len(jobs) / max_jobs)
     if needed > slices:
-        raise CatalogError(
+        raise MatrixError(
             f"the plan has {len(jobs)} jobs, but a matrix holds at most {max_jobs} and the workflow fans out "
             f"{slices} slice(s) ({slices * max_jobs} jobs): lower shards, max-shards or raise target-minutes "
             "in devices.toml, filter the plan, or add a slice job to the workflow and raise matrix.slices"

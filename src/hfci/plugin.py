@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from hfci.catalog import CATEGORIES, TIERS, CatalogError, ModelRecord, load_catalog
+from hfci import data
+from hfci.catalog import CATEGORIES, TIERS, ModelRecord, load_catalog
+from hfci.errors import HfciError
 from hfci.results import Record, summary, verdicts, write_results
 
 _STASH_RECORDS = pytest.StashKey[list]()
@@ -110,7 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
         for family in families:
             config.addinivalue_line("markers", f"family_{marker_name(family)}: {family} models")
         _validate(config)
-    except CatalogError as error:
+    except HfciError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[_STASH_RECORDS] = []
     if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):
@@ -151,8 +153,8 @@ def _validate(config: pytest.Config) -> None:
 
 
 def _devices(config: pytest.Config) -> list[str]:
-    from hfci.catalog import validate_choices
     from hfci.devices import KNOWN_DEVICES, best_device, resolve_device
+    from hfci.errors import validate_choices
 
     named = config.getoption("device")
     if not config.getoption("run_model_tests"):
@@ -201,34 +203,19 @@ def known_failure(spec: CaseSpec, check: str) -> str | None:
 
 def known_failure_entry(spec: CaseSpec, check: str) -> dict[str, Any] | None:
     """The models.toml known failure matching this case and check, if any."""
-    from hfci.factory import model_entry
-
-    for entry in model_entry(spec.record.model_type).get("known_failures", []):
-        checks = entry.get("check", "*")
-        checks = [checks] if isinstance(checks, str) else checks
-        heads = entry.get("head", "*")
-        heads = [heads] if isinstance(heads, str) else heads
-        if not {"*", check} & set(checks) or not {"*", spec.head} & set(heads):
-            continue
-        if entry.get("device", "*") not in ("*", spec.device):
-            continue
-        if entry.get("runner", "*") not in ("*", spec.runner):
-            continue
-        versions = entry.get("transformers")
-        if versions:
-            from packaging.specifiers import SpecifierSet
-
-            if load_catalog().transformers_version not in SpecifierSet(versions):
-                continue
-        return entry
-    return None
+    return data.known_failure(
+        spec.record.model_type,
+        spec.head,
+        check,
+        spec.device,
+        spec.runner,
+        load_catalog().transformers_version,
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "hfci_case" not in metafunc.fixturenames:
         return
-    from hfci.checks import is_generative
-
     check = metafunc.function.__name__.removeprefix("test_")
     chosen = metafunc.config.getoption("runner") or ["eager"]
     # Parity compares each other runner with eager; every other check runs on eager itself.
@@ -237,7 +224,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for base in selected_cases(metafunc.config):
         for runner in wanted:
             spec = CaseSpec(base.record, base.head, base.device, runner)
-            if check == "generate" and not is_generative(spec.record.head(spec.head)):
+            if check == "generate" and not spec.record.head(spec.head).generative:
                 continue
             if check == "device_parity" and spec.device == "cpu":
                 continue
@@ -335,7 +322,8 @@ class _Built:
 
 
 def built_case(spec: CaseSpec) -> Any:
-    from hfci.factory import FactoryError, MissingDependency, build_case
+    from hfci.case import build_case
+    from hfci.factory import FactoryError, MissingDependency
 
     # All runners of a case share one built model (runners copy what they change).
     key = (f"{spec.case}-{spec.device}", "case")

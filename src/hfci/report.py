@@ -15,12 +15,13 @@ import json
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hfci import baselines
-from hfci.catalog import Catalog, CatalogError, ModelRecord, load_catalog
+from hfci import baselines, data
+from hfci.catalog import Catalog, ModelRecord, load_catalog
+from hfci.errors import HfciError
 from hfci.results import SCHEMA as RESULTS_SCHEMA
 from hfci.results import Record, verdicts
 
@@ -46,7 +47,7 @@ SUMMARY_LIMIT = 1024 * 1024 - 16 * 1024
 CHART_NAME = "report.svg"
 
 
-class ReportError(CatalogError):
+class ReportError(HfciError):
     """Input the report cannot use: a missing file, corrupt JSON, an unknown schema."""
 
 
@@ -91,18 +92,12 @@ def _results_source(path: Path, payload: Mapping[str, Any]) -> Source:
     return Source(path, "results", device, str(payload.get("fingerprint", "")), records, complete)
 
 
-def _known_failure_reason(model_type: str, head: str, device: str, check: str) -> str:
-    """The models.toml reason for an expected failure, matched as the plugin matches it."""
-    from hfci import data
-
-    for entry in data.load("models").get(model_type, {}).get("known_failures", []):
-        if (
-            entry.get("check", "*") in ("*", check)
-            and entry.get("head", "*") in ("*", head)
-            and entry.get("device", "*") in ("*", device)
-        ):
-            return str(entry.get("reason", ""))
-    return ""
+def known_failure_reason(record: Record, transformers_version: str) -> str:
+    """The models.toml reason for an expected failure, matched by the plugin's own matcher."""
+    entry = data.known_failure(
+        record.model_type, record.head, record.check, record.device, record.runner, transformers_version
+    )
+    return str(entry.get("reason", "")) if entry else ""
 
 
 def baseline_device(payload: Mapping[str, Any]) -> str:
@@ -117,6 +112,8 @@ def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -
     fingerprint = str(payload.get("fingerprint", path.stem))
     env = payload.get("environment") or {}
     when = ", ".join(x for x in (env.get("date"), env.get("commit") and f"commit {env['commit']}") if x)
+    # Known failures are matched against the release the baseline was measured with.
+    version = str(env.get("transformers") or catalog.transformers_version)
     records = []
     for key, entry in payload["cases"].items():
         case, _, runner = key.partition("@")
@@ -125,32 +122,30 @@ def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -
         checks = (entry or {}).get("checks") or {}
         first = True
         for check, outcome in checks.items():
-            reason = ""
-            if outcome != "passed":
-                # Baselines keep outcomes, not messages: say where the message is instead.
-                reason = _known_failure_reason(model_type, head, device, check) or (
+            perf = entry.get("perf") if check == "benchmark" else None
+            row = Record(
+                case=case,
+                model_type=model_type,
+                head=head,
+                device=device,
+                check=check,
+                outcome=str(outcome),
+                # The case's duration once, on its first check, so totals stay right.
+                duration=float(entry.get("duration") or 0) if first else 0.0,
+                category=record.category if record else "",
+                tier=record.tier if record else "",
+                metrics={"perf": perf} if perf else None,
+                runner=runner or "eager",
+            )
+            if row.outcome != "passed":
+                # Baselines keep outcomes, not messages: the known failure's reason, or where to look.
+                reason = known_failure_reason(row, version) or (
                     f"{check} {outcome} in baseline {fingerprint}"
                     + (f" ({when})" if when else "")
                     + "; baselines keep outcomes only, the message is in that run's results"
                 )
-            perf = entry.get("perf") if check == "benchmark" else None
-            records.append(
-                Record(
-                    case=case,
-                    model_type=model_type,
-                    head=head,
-                    device=device,
-                    check=check,
-                    outcome=str(outcome),
-                    # The case's duration once, on its first check, so totals stay right.
-                    duration=float(entry.get("duration") or 0) if first else 0.0,
-                    reason=reason,
-                    category=record.category if record else "",
-                    tier=record.tier if record else "",
-                    metrics={"perf": perf} if perf else None,
-                    runner=runner or "eager",
-                )
-            )
+                row = replace(row, reason=reason)
+            records.append(row)
             first = False
     return Source(path, "baseline", device, fingerprint, records)
 
@@ -260,7 +255,7 @@ def case_status(records: Sequence[Record]) -> tuple[str, str]:
 def _reason_of(record: Record) -> str:
     reason = record.reason.strip()
     if not reason and record.outcome == "xfailed":
-        reason = _known_failure_reason(record.model_type, record.head, record.device, record.check)
+        reason = known_failure_reason(record, load_catalog().transformers_version)
     if not reason:
         reason = f"{record.outcome}; the results file recorded no message"
     return f"{check_name(record)}: {reason}"

@@ -11,14 +11,65 @@ import os
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hfci.catalog import CatalogError
+from hfci.errors import HfciError
+
+__all__ = [
+    "CHECKS",
+    "OUTCOMES",
+    "SCHEMA",
+    "Outcome",
+    "Record",
+    "ResultsError",
+    "ResultsFile",
+    "case_durations",
+    "read_results",
+    "read_results_file",
+    "results_files",
+    "summary",
+    "verdicts",
+    "write_json_atomic",
+    "write_results",
+]
 
 SCHEMA = "hfci-results/1"
-OUTCOMES = ("passed", "failed", "xfailed", "xpassed", "skipped")
+
+
+class Outcome(str, Enum):
+    """What one check of one case came to: pytest's outcomes, with xfail's two made explicit."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    XFAILED = "xfailed"  # a known failure (models.toml) that failed as expected
+    XPASSED = "xpassed"  # a known failure that passed: its entry can go
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+OUTCOMES = tuple(Outcome)
+
+# Every check, in the order a case runs them (and reports list them): the cheap verdicts first, so
+# a case that cannot even run forward fails fast; parity checks last, as they build extra models.
+CHECKS = (
+    "forward",
+    "determinism",
+    "save_load",
+    "benchmark",
+    "generate",
+    "pipeline",
+    "device_parity",
+    "parity",
+)
+
+
+class ResultsError(HfciError):
+    """A results file or directory that is missing, corrupt or of another schema."""
 
 
 @dataclass(frozen=True)
@@ -28,13 +79,17 @@ class Record:
     head: str
     device: str
     check: str
-    outcome: str
+    outcome: Outcome
     duration: float
     reason: str = ""
     category: str = ""
     tier: str = ""
     metrics: dict[str, Any] | None = None
     runner: str = "eager"
+
+    def __post_init__(self) -> None:
+        # Files and callers hand in plain strings; one vocabulary from here on.
+        object.__setattr__(self, "outcome", Outcome(self.outcome))
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> Path:
@@ -88,15 +143,53 @@ def results_files(paths: Iterable[str | Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise CatalogError(f"no such results file or directory: {path}")
+            raise ResultsError(f"no such results file or directory: {path}")
     return found
 
 
-def read_results(path: Path) -> list[Record]:
-    payload = json.loads(path.read_text(encoding="utf-8"))
+@dataclass
+class ResultsFile:
+    """One results file: the run's device and fingerprint, whether it ran to the end, its records."""
+
+    path: Path
+    device: str
+    fingerprint: str
+    complete: bool
+    records: list[Record]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_results_file(path: Path) -> ResultsFile:
+    """Read and validate one results file; anything unusable is one ``ResultsError`` naming it."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such results file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultsError(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(payload, dict):
+        raise ResultsError(f"{path}: expected a JSON object, found {type(payload).__name__}")
     if payload.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: unknown schema {payload.get('schema')!r}; expected {SCHEMA!r}")
-    return [Record(**r) for r in payload["records"]]
+        raise ResultsError(f"{path}: unknown schema {payload.get('schema')!r}; expected {SCHEMA!r}")
+    rows = payload.get("records")
+    if not isinstance(rows, list):
+        raise ResultsError(f"{path}: a results file without a 'records' list")
+    records = []
+    for row in rows:
+        try:
+            records.append(Record(**{"device": payload.get("device"), **row}))
+        except (TypeError, ValueError) as error:
+            raise ResultsError(f"{path}: malformed record {row!r} ({error})") from None
+    device = str(payload.get("device") or (records[0].device if records else "?"))
+    meta = {k: v for k, v in payload.items() if k not in ("records", "schema", "complete")}
+    # A checkpoint, or a run stopped early: what it holds is true, but its selection is not all there.
+    complete = payload.get("complete", True) is not False
+    return ResultsFile(Path(path), device, str(payload.get("fingerprint", "")), complete, records, meta)
+
+
+def read_results(path: Path) -> list[Record]:
+    """The records of one results file (see :func:`read_results_file`)."""
+    return read_results_file(path).records
 
 
 def case_durations(records: Iterable[Record]) -> dict[str, float]:

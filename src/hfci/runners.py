@@ -21,7 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hfci.catalog import CatalogError
+from hfci.errors import HfciError
+from hfci.outputs import seeded_forward, tensors
 
 Runner = Callable[[Any, dict[str, Any]], Any]
 ENTRY_POINT_GROUP = "hfci.runners"
@@ -34,24 +35,13 @@ class RunnerSkip(Exception):
     """The runner does not apply to this model; the message says why."""
 
 
-class RunnerError(CatalogError):
+class RunnerError(HfciError):
     """A runner that cannot be found, imported or called."""
-
-
-def _forward(model: Any, inputs: dict[str, Any]) -> Any:
-    import torch
-
-    from hfci.checks import SEED
-
-    # Same seed as the eager reference: a model that samples in eval must sample the same.
-    torch.manual_seed(SEED)
-    with torch.inference_mode():
-        return model(**inputs)
 
 
 def eager(model: Any, inputs: dict[str, Any]) -> Any:
     """The reference: eager attention, float32, plain forward."""
-    return _forward(_with_attention(model, "eager"), inputs)
+    return seeded_forward(_with_attention(model, "eager"), inputs)
 
 
 _VARIANTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -80,7 +70,7 @@ def sdpa(model: Any, inputs: dict[str, Any]) -> Any:
     """torch's scaled_dot_product_attention instead of eager attention."""
     if not getattr(model, "_supports_sdpa", False):
         raise RunnerSkip(f"{type(model).__name__} does not support sdpa attention")
-    return _forward(_with_attention(model, "sdpa"), inputs)
+    return seeded_forward(_with_attention(model, "sdpa"), inputs)
 
 
 _COMPILED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -105,7 +95,7 @@ def compile_(model: Any, inputs: dict[str, Any]) -> Any:
     # a model that samples in its forward (diffusion_gemma's random canvas) would then differ
     # from the seeded reference in what it drew, not in what it computed.
     with torch._inductor.config.patch(fallback_random=True):
-        return _forward(_COMPILED[model], inputs)
+        return seeded_forward(_COMPILED[model], inputs)
 
 
 def _cast(dtype_name: str) -> Runner:
@@ -121,7 +111,7 @@ def _cast(dtype_name: str) -> Runner:
             k: v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v
             for k, v in inputs.items()
         }
-        return _forward(cast_model, cast_inputs)
+        return seeded_forward(cast_model, cast_inputs)
 
     run.__name__ = dtype_name
     run.__doc__ = f"The model and its float inputs cast to {dtype_name}."
@@ -143,17 +133,16 @@ def export(model: Any, inputs: dict[str, Any]) -> Any:
     """torch.export traces the model; the exported program's outputs are compared."""
     import torch
 
-    tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-    others = {k: v for k, v in inputs.items() if k not in tensors}
+    # torch.export takes tensors first, then the other keyword arguments.
+    tensor_inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    others = {k: v for k, v in inputs.items() if k not in tensor_inputs}
     try:
-        program = torch.export.export(model, args=(), kwargs={**tensors, **others}, strict=False)
+        program = torch.export.export(model, args=(), kwargs={**tensor_inputs, **others}, strict=False)
     except Exception as error:
         raise AssertionError(
             f"torch.export failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
         ) from None
-    torch.manual_seed(0)
-    with torch.inference_mode():
-        return program.module()(**tensors, **others)
+    return seeded_forward(program.module(), {**tensor_inputs, **others})
 
 
 BUILTIN: dict[str, Runner] = {
@@ -241,8 +230,6 @@ def load(name: str, pyproject: Path | None = None) -> Runner:
 def outputs_of(name: str, result: Any) -> Any:
     """The runner's result, checked to be something outputs can be compared on."""
     import torch
-
-    from hfci.checks import tensors
 
     if isinstance(result, Mapping | tuple | list | torch.Tensor) and list(tensors(result)):
         return result

@@ -116,7 +116,7 @@ def recheck(
     on a busy machine), re-measured at least ``--recheck-after`` seconds after it was found,
     keyed ``case|device``."""
     from hfci import bench
-    from hfci.factory import build_case
+    from hfci.case import build_case
 
     wait = config.getoption("recheck_after") - (time.monotonic() - max(t for _, t in suspects))
     if wait > 0:
@@ -157,7 +157,7 @@ def test_parity(hfci_case: CaseSpec) -> None:
 
 def test_device_parity(hfci_case: CaseSpec) -> None:
     """On a non-CPU device, outputs agree with the same seeded model on the CPU."""
-    from hfci.factory import build_case
+    from hfci.case import build_case
 
     cpu = build_case(hfci_case.record, hfci_case.head, "cpu")
     _run(checks.check_device_parity, built_case(hfci_case), cpu)

@@ -1,4 +1,9 @@
-"""Per-model knowledge that introspection cannot derive, kept as TOML data files."""
+"""Per-model knowledge that introspection cannot derive, kept as TOML data files.
+
+``models.toml`` has one table per model type; :func:`known_failure` is the one reading of its
+``known_failures`` entries, used alike by the pytest plugin (to mark the expected failure) and by
+the report (to name its reason), so the two cannot disagree about which entry covers a check.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from packaging.specifiers import SpecifierSet
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["load", "tomllib"]
+__all__ = ["known_failure", "load", "model_entry", "tomllib"]
 
 
 @cache
@@ -20,3 +27,41 @@ def load(name: str) -> dict[str, Any]:
     """The parsed contents of ``src/hfci/data/<name>.toml``."""
     text = resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
+
+
+def model_entry(model_type: str) -> dict[str, Any]:
+    """The ``models.toml`` table of a model type (empty if none)."""
+    return load("models").get(model_type, {})
+
+
+def _covers(value: str | list[str], wanted: str) -> bool:
+    """An entry's field names ``wanted``: ``"*"``, the value itself, or a list holding either."""
+    values = [value] if isinstance(value, str) else value
+    return "*" in values or wanted in values
+
+
+def known_failure(
+    model_type: str,
+    head: str,
+    check: str,
+    device: str,
+    runner: str,
+    transformers_version: str,
+) -> dict[str, Any] | None:
+    """The first ``known_failures`` entry of ``models.toml`` covering this check, or None.
+
+    Every field of an entry must cover the check: ``check`` and ``head`` (a name, a list of names
+    or ``"*"``), ``device`` and ``runner`` (default ``"*"``), and ``transformers`` (a version
+    specifier; no specifier covers every release).
+    """
+    for entry in model_entry(model_type).get("known_failures", []):
+        versions = entry.get("transformers")
+        if (
+            _covers(entry.get("check", "*"), check)
+            and _covers(entry.get("head", "*"), head)
+            and _covers(entry.get("device", "*"), device)
+            and _covers(entry.get("runner", "*"), runner)
+            and (not versions or transformers_version in SpecifierSet(versions))
+        ):
+            return entry
+    return None
