@@ -102,7 +102,7 @@ def coverage(session: nox.Session) -> None:
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", "tests", "-n", "auto", env=OFFLINE)
     session.run(
-        "coverage", "run", "-m", "pytest", "--pyargs", "hfci.suite", "--run-model-tests", "--tier", "critical",
+        "coverage", "run", "-m", "pytest", "--pyargs", "hfci.pytest.suite", "--run-model-tests", "--tier", "critical",
         "--device", "cpu", "-n", "auto", "--dist", "loadgroup", "--no-baseline-check", *session.posargs,
         env=OFFLINE,
     )  # fmt: skip

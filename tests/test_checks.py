@@ -133,7 +133,7 @@ def test_summary_puts_new_failures_and_regressions_first():
 
 
 def test_known_failures_match_check_head_runner_and_version():
-    from hfci.plugin import CaseSpec, known_failure
+    from hfci.pytest.cases import CaseSpec, known_failure
 
     catalog = load_catalog()
     bark = CaseSpec(catalog["bark"], "Model", "cpu")

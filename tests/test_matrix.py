@@ -17,6 +17,7 @@ from hfci import matrix
 from hfci.catalog import load_catalog
 from hfci.cli import main
 from hfci.errors import HfciError
+from hfci.selection import Selection, SelectionError, parse_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "matrices" / "devices.toml"
@@ -24,7 +25,7 @@ CONFIG = ROOT / "matrices" / "devices.toml"
 
 @pytest.fixture(scope="module")
 def cases() -> list[str]:
-    return matrix.case_ids(load_catalog())
+    return Selection().case_ids(load_catalog())
 
 
 def heavy_tailed(cases: list[str], seed: int = 0) -> dict[str, float]:
@@ -185,13 +186,13 @@ def test_contiguous_slices_by_count() -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [("3/8", (3, 8)), ("1/1", (1, 1)), ("16/16", (16, 16))])
 def test_parse_shard(text: str, expected: tuple[int, int]) -> None:
-    assert matrix.parse_shard(text) == expected
+    assert parse_shard(text) == expected
 
 
 @pytest.mark.parametrize("text", ["0/8", "9/8", "3", "3/0", "a/b", "-1/4", "3/8/2", ""])
 def test_parse_shard_rejects_bad_input(text: str) -> None:
-    with pytest.raises(matrix.MatrixError, match="bad shard"):
-        matrix.parse_shard(text)
+    with pytest.raises(SelectionError, match="bad shard"):
+        parse_shard(text)
 
 
 def test_shard_cases_rejects_an_index_out_of_range() -> None:
@@ -281,7 +282,7 @@ def test_a_plan_runs_every_case_once_per_device_and_jobs_rebuild_their_shard(
             assert argv[:5] == ["nox", "-s", "models", "--", "--device"]
             assert argv[argv.index("--device") + 1] == device
             assert argv[-2:] == ["--tier", "critical"]
-            index, count = matrix.parse_shard(argv[argv.index("--shard") + 1])
+            index, count = parse_shard(argv[argv.index("--shard") + 1])
             assert (index, count) == (job["shard"], job["shards"])
             # What the job itself computes from the durations file the plan wrote.
             mine = matrix.shard_for_device(cases, device, index, count, tmp_path / "durations.json")

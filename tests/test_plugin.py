@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def pytest_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pytest", "--pyargs", "hfci.suite", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "--pyargs", "hfci.pytest.suite", "-p", "no:cacheprovider"]
     command += ["--results-dir", str(tmp_path), *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
 
@@ -66,7 +66,7 @@ def test_a_real_run_writes_results(tmp_path):
 def test_a_killed_run_leaves_the_checks_it_finished_marked_partial(tmp_path):
     # A CI job killed at its timeout-minutes gets no terminal summary; the checkpoints are all
     # that is left to upload.
-    command = [sys.executable, "-m", "pytest", "--pyargs", "hfci.suite", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "--pyargs", "hfci.pytest.suite", "-p", "no:cacheprovider"]
     command += ["--results-dir", str(tmp_path), "--run-model-tests", "--model", "bert", "--device", "cpu"]
     command += ["-n", "1", "--checkpoint", "0", "--no-baseline-check"]
     run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, start_new_session=True)

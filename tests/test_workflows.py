@@ -15,6 +15,7 @@ import pytest
 
 from hfci import github, matrix
 from hfci.catalog import load_catalog
+from hfci.selection import Selection
 
 yaml = pytest.importorskip("yaml")
 
@@ -47,7 +48,7 @@ def slice_jobs(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def planned() -> list[dict[str, Any]]:
     """A plan over every configured device, the way the plan job emits it."""
     config = matrix.load_devices_config(CONFIG)
-    cases = matrix.case_ids(load_catalog().select(tiers=["critical"]))
+    cases = Selection(tier=("critical",)).case_ids(load_catalog())
     matrices = matrix.plan(cases, config, {}, devices=list(config.devices))
     return [json.loads(matrix.to_json(m)) for m in matrices]
 

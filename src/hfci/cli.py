@@ -8,8 +8,10 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
+from hfci import baselines_cli, matrix, report
 from hfci.catalog import ModelRecord, load_catalog
 from hfci.errors import HfciError
+from hfci.selection import MODEL_OPTIONS, OPTIONS, Selection, add_arguments
 
 
 def _catalog_rows(records: Sequence[ModelRecord]) -> list[dict[str, str]]:
@@ -51,7 +53,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         for tier, name, model_type in catalog.unmatched_tiers:
             print(f"{tier}\t{name}\t{model_type}")
         return 0
-    records = catalog.select(args.category, args.family, args.tier, args.model)
+    records = Selection.from_namespace(args, MODEL_OPTIONS).records(catalog)
     if args.format == "json":
         payload = {
             "transformers": catalog.transformers_version,
@@ -77,7 +79,7 @@ def suite_command() -> list[str]:
         "-m",
         "pytest",
         "--pyargs",
-        "hfci.suite",
+        "hfci.pytest.suite",
         "--run-model-tests",
         "-p",
         "no:cacheprovider",
@@ -86,14 +88,7 @@ def suite_command() -> list[str]:
 
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Run the model suite under pytest-xdist; the plugin validates the selection and summarises."""
-    command = suite_command()
-    for option in ("category", "family", "tier", "model", "device", "runner"):
-        for value in getattr(args, option):
-            command += [f"--{option}", value]
-    if args.one_head:
-        command.append("--one-head")
-    if args.shard:
-        command += ["--shard", args.shard]
+    command = suite_command() + Selection.from_namespace(args).argv()
     if args.workers != "0":
         # Each case's checks share one worker (loadgroup), so its tiny model is built once.
         command += ["-n", args.workers, "--dist", "loadgroup"]
@@ -102,19 +97,12 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return subprocess.call(command)
 
 
-def _add_selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--category", action="append", default=[], help="text, vision, audio, ...")
-    parser.add_argument("--family", action="append", default=[], help="encoder-only, decoder-only, ...")
-    parser.add_argument("--tier", action="append", default=[], help="critical, high, medium, other")
-    parser.add_argument("--model", action="append", default=[], help="a model type, e.g. xlm-roberta")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hfci", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     catalog = sub.add_parser("catalog", help="list the model types of the installed transformers")
-    _add_selection(catalog)
+    add_arguments(catalog, MODEL_OPTIONS)
     catalog.add_argument("--format", choices=("table", "json", "md"), default="table")
     catalog.add_argument(
         "--unmatched-tiers", action="store_true", help="list tier entries that match no installed model type"
@@ -126,30 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the model tests (unknown options pass through to pytest)",
         description=cmd_run.__doc__,
     )
-    _add_selection(run)
-    run.add_argument(
-        "--device", action="append", default=[], help="cpu, cuda, mps, xpu (default: best present)"
-    )
-    run.add_argument("--shard", help="INDEX/COUNT: run one shard of the selection, e.g. 3/8")
-    run.add_argument(
-        "--one-head",
-        action="store_true",
-        help="one head per model type (its bare Model where it has one): every architecture once",
-    )
-    run.add_argument(
-        "--runner",
-        action="append",
-        default=[],
-        help="eager (default), sdpa, compile, bf16, fp16, export, or yours",
-    )
+    add_arguments(run, OPTIONS)
     run.add_argument("--workers", default="auto", help="pytest-xdist workers (0: none)")
     run.add_argument("--timeout", type=int, default=300, help="seconds before a hanging check fails")
     run.add_argument("--results-dir", default="results", help="where results-<device>.json goes")
     run.set_defaults(func=cmd_run, passthrough=True)
 
     # Each of these modules registers its own command and arguments.
-    from hfci import baselines_cli, matrix, report
-
     matrix.add_command(sub)
     report.add_command(sub)
     baselines_cli.add_command(sub)

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hfci.catalog import ModelRecord
+from hfci import github, runners
+from hfci.catalog import load_catalog
 from hfci.devices import KNOWN_DEVICES
 from hfci.errors import HfciError
 from hfci.results import results_files
+from hfci.selection import CASE_OPTIONS, MODEL_OPTIONS, Selection, add_arguments
 
 DEFAULT_CONFIG = Path("matrices/devices.toml")
 DEFAULT_OUT = Path("matrices")
@@ -45,11 +47,6 @@ class MatrixError(HfciError):
 
 
 # -- cases and durations -----------------------------------------------------------------------
-
-
-def case_ids(records: Iterable[ModelRecord]) -> list[str]:
-    """``<model type>/<head>`` for every head of every record that has a model, sorted."""
-    return sorted(f"{r.model_type}/{head.name}" for r in records if r.has_model for head in r.heads)
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -152,17 +149,6 @@ def contiguous(cases: Iterable[str], count: int) -> list[list[str]]:
     size, extra = divmod(len(ordered), count)
     bounds = [index * size + min(index, extra) for index in range(count + 1)]
     return [ordered[bounds[i] : bounds[i + 1]] for i in range(count)]
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"3/8"`` -> ``(3, 8)``; the index is 1-based, as people count jobs."""
-    index, sep, count = text.partition("/")
-    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
-        raise MatrixError(f"bad shard {text!r}; expected INDEX/COUNT, e.g. 3/8")
-    index_n, count_n = int(index), int(count)
-    if count_n < 1 or not 1 <= index_n <= count_n:
-        raise MatrixError(f"bad shard {text!r}; the index must be between 1 and the count (1-{count_n})")
-    return index_n, count_n
 
 
 def shard_cases(cases: Iterable[str], durations: Mapping[str, float], index: int, count: int) -> list[str]:
@@ -336,17 +322,6 @@ def job_command(device: str, index: int, count: int, selection: Sequence[str] = 
     )
 
 
-def selection_args(
-    categories: Sequence[str] = (), tiers: Sequence[str] = (), models: Sequence[str] = ()
-) -> list[str]:
-    """The filters as ``hfci run`` options, so that each job selects what the plan selected."""
-    args: list[str] = []
-    for option, values in (("--category", categories), ("--tier", tiers), ("--model", models)):
-        for value in values:
-            args += [option, value]
-    return args
-
-
 def plan_jobs(
     cases: Sequence[str],
     config: MatrixConfig,
@@ -461,12 +436,8 @@ def add_command(sub: Any) -> None:
         help="plan model tests as GitHub Actions matrices",
         description="Plan cases x devices as shards balanced on recorded durations; write the matrices.",
     )
-    parser.add_argument("--category", action="append", default=[], help="text, vision, audio, ...")
-    parser.add_argument("--tier", action="append", default=[], help="critical, high, medium, other")
-    parser.add_argument("--model", action="append", default=[], help="a model type, e.g. xlm-roberta")
-    parser.add_argument(
-        "--device", action="append", default=[], help="a device in devices.toml (default: every enabled one)"
-    )
+    # The jobs shard the selection themselves, so --shard is the one selection option a plan lacks.
+    add_arguments(parser, (*MODEL_OPTIONS, *CASE_OPTIONS))
     parser.add_argument(
         "--durations",
         nargs="+",
@@ -474,34 +445,28 @@ def add_command(sub: Any) -> None:
         metavar="PATH",
         help="results files or directories of them (default: OUT/durations.json if it exists)",
     )
-    parser.add_argument(
-        "--runner", action="append", default=[], help="runners to spread across jobs (default: eager)"
-    )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the devices config")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the matrices are written")
     parser.set_defaults(func=cmd_matrix)
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from hfci import github
-    from hfci.catalog import load_catalog
-
+    """``hfci matrix``: plan the selection on every configured device, write the matrices."""
+    selection = Selection.from_namespace(args)
     config = load_devices_config(args.config)
-    select_devices(config, args.device)  # fail on a bad --device before the catalog is read
-    records = load_catalog().select(args.category, (), args.tier, args.model)
-    cases = case_ids(records)
+    select_devices(config, selection.device)  # fail on a bad --device before the catalog is read
+    cases = selection.case_ids(load_catalog())
     previous = args.out / "durations.json"
     if args.durations is not None:
         durations = read_durations(args.durations)
     else:
         durations = read_durations([previous]) if previous.is_file() else {}
-    selection = selection_args(args.category, args.tier, args.model)
-    from hfci import runners
-
-    for name in args.runner:
+    for name in selection.runner:
         if name not in runners.available():
             raise runners.RunnerError(f"unknown runner {name!r}; valid: {', '.join(runners.available())}")
-    matrices = plan(cases, config, durations, args.device, selection, args.runner or ["eager"])
+    # Each job adds its own device, shard and runner to what the plan selected.
+    job_selection = selection.with_values(device=(), runner=()).argv()
+    matrices = plan(cases, config, durations, selection.device, job_selection, selection.runner or ["eager"])
 
     args.out.mkdir(parents=True, exist_ok=True)
     for stale in args.out.glob("matrix-*.json"):

@@ -1,0 +1,154 @@
+"""Cases as pytest parameters: what each check runs on, its marks, and the order items run in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from hfci import data
+from hfci.catalog import Catalog, ModelRecord, load_catalog
+from hfci.matrix import shard_for_device
+from hfci.results import CHECKS
+from hfci.selection import Selection, parse_shard
+
+__all__ = [
+    "CaseSpec",
+    "case_of",
+    "case_params",
+    "check_of",
+    "item_meta",
+    "known_failure",
+    "known_failure_entry",
+    "marker_name",
+    "run_order",
+    "selected_cases",
+]
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One parametrization: a head of a model type on a device, run by a runner."""
+
+    record: ModelRecord
+    head: str
+    device: str
+    runner: str = "eager"
+
+    @property
+    def case(self) -> str:
+        return f"{self.record.model_type}/{self.head}"
+
+    @property
+    def id(self) -> str:
+        suffix = "" if self.runner == "eager" else f"-{self.runner}"
+        return f"{self.case}-{self.device}{suffix}"
+
+
+def marker_name(value: str) -> str:
+    """A category or family as a marker: ``time-series`` -> ``time_series``."""
+    return value.replace("-", "_")
+
+
+def selected_cases(selection: Selection, devices: list[str], catalog: Catalog) -> list[CaseSpec]:
+    """The cases of the selection on the chosen devices, cut to the shard if one is given."""
+    specs = [
+        CaseSpec(record, head, device) for device in devices for record, head in selection.cases(catalog)
+    ]
+    if not selection.shard:
+        return specs
+    index, count = parse_shard(selection.shard)
+    keep: set[tuple[str, str]] = set()
+    for device in devices:
+        cases = [s.case for s in specs if s.device == device]
+        keep |= {(c, device) for c in shard_for_device(cases, device, index, count)}
+    return [s for s in specs if (s.case, s.device) in keep]
+
+
+def known_failure_entry(spec: CaseSpec, check: str) -> dict[str, Any] | None:
+    """The models.toml known failure matching this case and check, if any."""
+    return data.known_failure(
+        spec.record.model_type,
+        spec.head,
+        check,
+        spec.device,
+        spec.runner,
+        load_catalog().transformers_version,
+    )
+
+
+def known_failure(spec: CaseSpec, check: str) -> str | None:
+    """The reason of a models.toml known failure matching this case and check, if any."""
+    entry = known_failure_entry(spec, check)
+    return entry.get("reason", "known failure") if entry is not None else None
+
+
+def case_params(check: str, cases: list[CaseSpec], runners: tuple[str, ...]) -> list[Any]:
+    """The pytest parameters of one check over the selected cases."""
+    chosen = runners or ("eager",)
+    # Parity compares each other runner with eager; every other check runs on eager itself.
+    wanted = [r for r in chosen if r != "eager"] if check == "parity" else [r for r in chosen if r == "eager"]
+    params = []
+    for base in cases:
+        if check == "generate" and not base.record.head(base.head).generative:
+            continue
+        if check == "device_parity" and base.device == "cpu":
+            continue
+        for runner in wanted:
+            spec = CaseSpec(base.record, base.head, base.device, runner)
+            params.append(_param(spec, check))
+    return params
+
+
+def _param(spec: CaseSpec, check: str) -> Any:
+    marks = [
+        pytest.mark.model,
+        getattr(pytest.mark, marker_name(spec.record.category)),
+        getattr(pytest.mark, spec.device),
+        getattr(pytest.mark, f"tier_{spec.record.tier}"),
+        getattr(pytest.mark, f"family_{marker_name(spec.record.family)}"),
+        pytest.mark.xdist_group(f"{spec.case}-{spec.device}"),
+    ]
+    known = known_failure_entry(spec, check)
+    if known is not None:
+        # run = false: a failure that costs the whole timeout to show (a compile past 300 s)
+        # is reported as expected without paying for it again.
+        reason = known.get("reason", "known failure")
+        marks.append(pytest.mark.xfail(reason=reason, strict=False, run=known.get("run", True)))
+    return pytest.param(spec, id=spec.id, marks=marks)
+
+
+def case_of(item: pytest.Item) -> CaseSpec | None:
+    """The case an item was parametrized with, or None for any other test."""
+    callspec = getattr(item, "callspec", None)
+    spec = callspec.params.get("hfci_case") if callspec is not None else None
+    return spec if isinstance(spec, CaseSpec) else None
+
+
+def check_of(item: pytest.Item) -> str:
+    """The check an item runs: its test function's name without ``test_``."""
+    return getattr(item, "originalname", item.name).removeprefix("test_")
+
+
+def item_meta(spec: CaseSpec, item: pytest.Item) -> dict[str, str]:
+    """What a results record says about the case and check, carried on the item's properties."""
+    return {
+        "case": spec.case,
+        "model_type": spec.record.model_type,
+        "head": spec.head,
+        "device": spec.device,
+        "check": check_of(item),
+        "category": spec.record.category,
+        "tier": spec.record.tier,
+        "runner": spec.runner,
+    }
+
+
+def run_order(item: pytest.Item) -> tuple[Any, ...]:
+    """All checks of one case together, in ``CHECKS`` order, so a worker builds each model once."""
+    spec = case_of(item)
+    if spec is None:
+        return ("",)
+    check = check_of(item)
+    return (spec.id, CHECKS.index(check) if check in CHECKS else len(CHECKS))

@@ -1,0 +1,114 @@
+"""The pytest plugin (entry point ``pytest11: hfci``): options, markers, and the session object.
+
+Any test function that takes the ``hfci_case`` argument is parametrized over the selected
+(model type, head, device) cases; :mod:`hfci.pytest.suite` holds the checks as such tests. The
+hooks that need state live on the :class:`~hfci.pytest.session.HfciSession` registered here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+
+import pytest
+
+from hfci.catalog import CATEGORIES, TIERS, load_catalog
+from hfci.devices import KNOWN_DEVICES, best_device, resolve_device
+from hfci.errors import HfciError, validate_choices
+from hfci.pytest.cases import marker_name
+from hfci.pytest.session import SESSION, HfciSession
+from hfci.runners import load as load_runner
+from hfci.selection import Selection, add_pytest_options
+
+__all__ = ["hfci_session", "pytest_addoption", "pytest_configure"]
+
+
+@pytest.fixture
+def hfci_session(request: pytest.FixtureRequest) -> HfciSession:
+    """The session object the plugin registered: built cases, baselines, the re-check queue."""
+    return request.config.stash[SESSION]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hfci", "hfci model tests")
+    group.addoption("--run-model-tests", action="store_true", help="run the model tests (skipped otherwise)")
+    add_pytest_options(group)
+    group.addoption("--results-dir", default="results", help="where results-<device>.json is written")
+    group.addoption("--baselines-dir", default="baselines", help="where baselines/<fingerprint>.json live")
+    group.addoption(
+        "--baseline-tolerance", type=float, default=0.20, help="allowed latency slowdown before a regression"
+    )
+    group.addoption("--memory-tolerance", type=float, default=0.05, help="allowed peak-memory growth")
+    group.addoption("--no-baseline-check", action="store_true", help="measure, but compare with no baseline")
+    group.addoption(
+        "--regressions",
+        choices=("fail", "report"),
+        default="fail",
+        help="fail the run on a performance regression (default), or only report it",
+    )
+    group.addoption("--update-baselines", action="store_true", help="rewrite the baselines with this run")
+    group.addoption(
+        "--recheck-after",
+        type=float,
+        default=60.0,
+        help="seconds between a suspected latency regression and its re-check at the session's end",
+    )
+    group.addoption(
+        "--checkpoint",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="rewrite results-<device>.json, marked partial, at most this often during the run, "
+        "so that a killed run keeps what it finished (0: after every check)",
+    )
+
+
+def _add_markers(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "model: a model test (needs --run-model-tests)")
+    for category in CATEGORIES:
+        config.addinivalue_line("markers", f"{marker_name(category)}: {category} models")
+    for device in KNOWN_DEVICES:
+        config.addinivalue_line("markers", f"{device}: runs on {device}")
+    for tier in TIERS:
+        config.addinivalue_line("markers", f"tier_{tier}: {tier} priority models")
+    for family in sorted({r.family for r in load_catalog()}):
+        config.addinivalue_line("markers", f"family_{marker_name(family)}: {family} models")
+
+
+def _devices(config: pytest.Config, selection: Selection) -> list[str]:
+    named = list(selection.device)
+    if not config.getoption("run_model_tests"):
+        # Collecting only: the name must be valid, the hardware need not be here.
+        validate_choices("device", named, KNOWN_DEVICES)
+        return named or ["cpu"]
+    return [resolve_device(d) for d in named] if named else [best_device()]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        _add_markers(config)
+        selection = Selection.from_values(config.getoption)
+        selection.validate(load_catalog())
+        devices = _devices(config, selection)
+        for name in selection.runner:
+            load_runner(name)
+    except HfciError as error:
+        raise pytest.UsageError(str(error)) from None
+    if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):
+        # Chosen here rather than by xdist, so the controller knows the workers' machine lock too.
+        config.option.testrunuid = uuid.uuid4().hex
+    session = HfciSession(config, selection, devices)
+    config.stash[SESSION] = session
+    config.pluginmanager.register(session, "hfci-session")
+    if config.getoption("run_model_tests"):
+        import torch
+
+        # One thread per xdist worker: workers are the parallelism, threads would oversubscribe.
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            torch.set_num_threads(1)
+        with contextlib.suppress(Exception):
+            from transformers.utils import logging
+
+            logging.disable_progress_bar()
+            logging.set_verbosity_error()

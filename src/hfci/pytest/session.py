@@ -1,0 +1,407 @@
+"""The one session object of a pytest process: everything hfci's hooks and tests share.
+
+:func:`hfci.pytest.plugin.pytest_configure` registers one :class:`HfciSession` with the plugin
+manager (and in the config's stash, where the tests' ``hfci_session`` fixture finds it). Its
+methods are hooks; its attributes are the state that module globals held before: the case built
+last, the baselines and device facts read once, the records of the run, the suspected
+regressions waiting for their re-check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hfci import __version__, baselines, bench
+from hfci.case import TinyCase, build_case
+from hfci.catalog import load_catalog
+from hfci.devices import describe, fingerprint
+from hfci.factory import FactoryError, MissingDependency
+from hfci.outputs import seeded_forward
+from hfci.pytest.cases import CaseSpec, case_of, case_params, item_meta, run_order, selected_cases
+from hfci.pytest.measuring import measured
+from hfci.results import Outcome, Record, summary, verdicts, write_results
+from hfci.selection import Selection
+
+__all__ = ["SESSION", "HfciSession"]
+
+
+@dataclasses.dataclass
+class _Built:
+    """The last case built in this process, with its reference output."""
+
+    key: str | None = None
+    case: TinyCase | None = None
+    error: BaseException | None = None
+    reference: Any = None
+
+
+def _reason(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return str(report.wasxfail)
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    if report.failed:
+        # The exception itself: its last lines are often advice (dynamo's "Set TORCHDYNAMO_VERBOSE").
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None and crash.message.strip():
+            return crash.message.strip()[:500]
+        text = report.longreprtext.strip().splitlines()
+        errors = [line for line in text if line.startswith("E ")]
+        return (errors[-1][2:].strip() if errors else (text[-1] if text else "failed"))[:500]
+    return ""
+
+
+def _outcome(report: pytest.TestReport) -> Outcome:
+    if hasattr(report, "wasxfail"):
+        return Outcome.XPASSED if report.passed else Outcome.XFAILED
+    return Outcome(report.outcome)
+
+
+def _should_record(report: pytest.TestReport) -> bool:
+    # The call phase carries the verdict; setup carries skips and build errors.
+    if report.when == "call":
+        return True
+    return report.when == "setup" and not report.passed
+
+
+class HfciSession:
+    """The state of one pytest process running (or collecting) hfci's model tests."""
+
+    def __init__(self, config: pytest.Config, selection: Selection, devices: list[str]) -> None:
+        self.config = config
+        self.selection = selection
+        self.devices = devices
+        self.records: list[Record] = []
+        self.started = time.perf_counter()
+        self._last_checkpoint: float | None = None
+        self._session: pytest.Session | None = None
+        self._built = _Built()
+        self._locks: dict[str, Any] = {}
+        self._baselines: dict[str, tuple[dict[str, Any] | None, str]] = {}
+        self._usual: dict[str, float | None] = {}
+        self._device_meta: dict[str, dict[str, Any]] = {}
+        self._suspects: list[tuple[CaseSpec, float]] = []
+        self._rechecks: dict[str, Any] = {}
+        self._failing = 0
+
+    @property
+    def _controller(self) -> bool:
+        """The process that writes results: the xdist controller, or the only process."""
+        return not hasattr(self.config, "workerinput") and bool(self.config.getoption("run_model_tests"))
+
+    # -- collection --------------------------------------------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._session = session
+        self.started = time.perf_counter()
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "hfci_case" not in metafunc.fixturenames:
+            return
+        check = metafunc.function.__name__.removeprefix("test_")
+        cases = selected_cases(self.selection, self.devices, load_catalog())
+        metafunc.parametrize("hfci_case", case_params(check, cases, self.selection.runner))
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        # A check with no case in this selection (parity without --runner, device parity on CPU)
+        # would otherwise show up as an empty-parameter-set skip: leave it out instead.
+        empty = [i for i in items if "hfci_case" in getattr(i, "fixturenames", ()) and case_of(i) is None]
+        if empty:
+            config.hook.pytest_deselected(items=empty)
+            items[:] = [item for item in items if item not in empty]
+        skip = pytest.mark.skip(reason="model test: pass --run-model-tests to run it")
+        for item in items:
+            spec = case_of(item)
+            if spec is not None:
+                item.user_properties.append(("hfci", item_meta(spec, item)))
+                if not config.getoption("run_model_tests"):
+                    item.add_marker(skip)
+        items.sort(key=run_order)
+
+    # -- taking turns on the machine -----------------------------------------------------------
+
+    def lock_path(self) -> str | None:
+        """One lock file per xdist run, so its workers take turns measuring; none without xdist."""
+        workerinput = getattr(self.config, "workerinput", None)
+        if workerinput:
+            uid = workerinput["testrunuid"]
+        elif getattr(self.config.option, "dist", "no") != "no" and getattr(
+            self.config.option, "testrunuid", None
+        ):
+            uid = self.config.option.testrunuid
+        else:
+            return None
+        return os.path.join(tempfile.gettempdir(), f"hfci-machine-{uid}.lock")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # Taken in setup and released in teardown, so that waiting for the machine counts in
+        # neither the call's recorded duration nor its timings.
+        meta = dict(item.user_properties).get("hfci")
+        path = self.lock_path()
+        if meta and path:
+            lock = bench.machine_lock(path, exclusive=meta["check"] == "benchmark")
+            lock.__enter__()
+            self._locks[item.nodeid] = lock
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        lock = self._locks.pop(item.nodeid, None)
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+    # -- recording -------------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        properties = dict(report.user_properties)
+        meta = properties.get("hfci")
+        if not meta or not _should_record(report):
+            return
+        self.records.append(
+            Record(
+                **meta,
+                outcome=_outcome(report),
+                duration=report.duration,
+                reason=_reason(report),
+                metrics=properties.get("hfci_metrics"),
+            )
+        )
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Rewrite the results files, marked partial, once ``--checkpoint`` seconds have passed.
+
+        A CI job killed at its timeout then still uploads the checks it finished. The write never
+        overlaps a measurement: it holds the workers' machine lock shared, and while a worker
+        measures it waits for the next check instead.
+        """
+        if not self._controller:
+            return
+        last = self.started if self._last_checkpoint is None else self._last_checkpoint
+        if time.perf_counter() - last < self.config.getoption("checkpoint"):
+            return
+        with bench.machine_idle(self.lock_path()) as idle:
+            if idle:
+                self._write_results(self.records, complete=False)
+                self._last_checkpoint = time.perf_counter()
+
+    def device_meta(self, device: str) -> dict[str, Any]:
+        """A device's fingerprint and environment, worked out once: every checkpoint writes them."""
+        if device not in self._device_meta:
+            self._device_meta[device] = {
+                "fingerprint": fingerprint(device),
+                "environment": describe(device),
+                "hfci": __version__,
+            }
+        return self._device_meta[device]
+
+    def _write_results(self, records: list[Record], complete: bool) -> list[Path]:
+        """One results file per device of ``records``; ``complete`` says the run reached its end."""
+        directory = Path(self.config.getoption("results_dir"))
+        return [
+            write_results(
+                directory,
+                device,
+                [r for r in records if r.device == device],
+                self.device_meta(device),
+                complete,
+            )
+            for device in sorted({r.device for r in records})
+        ]
+
+    # -- what the tests ask for ------------------------------------------------------------------
+
+    def built_case(self, spec: CaseSpec) -> TinyCase:
+        """The case's model and inputs, built once per process for all its checks and runners.
+
+        A missing optional package skips the check; any other build error fails it.
+        """
+        key = f"{spec.case}-{spec.device}"
+        built = self._built
+        if built.key != key:
+            self._built = built = _Built(key)
+            try:
+                built.case = build_case(spec.record, spec.head, spec.device)
+            except FactoryError as error:
+                built.error = error
+            except Exception as error:
+                built.error = FactoryError(f"building failed: {type(error).__name__}: {str(error)[:300]}")
+        if isinstance(built.error, MissingDependency):
+            pytest.skip(f"missing optional dependency {built.error.package!r}")
+        if built.error is not None:
+            pytest.fail(f"build: {built.error}", pytrace=False)
+        assert built.case is not None
+        return built.case
+
+    def reference_output(self, spec: CaseSpec) -> Any:
+        """The case's seeded eager output: the forward check's, or one taken now."""
+        case = self.built_case(spec)
+        if self._built.reference is None:
+            self._built.reference = seeded_forward(case.model, case.inputs)
+        return self._built.reference
+
+    def remember_reference(self, output: Any) -> None:
+        """Keep the forward check's output as the reference the later checks compare with."""
+        self._built.reference = output
+
+    def baseline_for(self, device: str) -> tuple[dict[str, Any] | None, str]:
+        """This device's baseline (or None) and the note saying which, loaded once per process."""
+        if device not in self._baselines:
+            if self.config.getoption("no_baseline_check"):
+                self._baselines[device] = (None, "baseline check off (--no-baseline-check)")
+            else:
+                directory = Path(self.config.getoption("baselines_dir"))
+                self._baselines[device] = baselines.find(fingerprint(device), directory)
+        return self._baselines[device]
+
+    def usual_reference(self, device: str) -> float | None:
+        """The usual reference time of this device's baseline (see :func:`hfci.bench.compare_latency`)."""
+        if device not in self._usual:
+            baseline, _ = self.baseline_for(device)
+            entries = (e.get("perf") for e in (baseline or {}).get("cases", {}).values())
+            self._usual[device] = bench.usual_reference(e for e in entries if e)
+        return self._usual[device]
+
+    def stored_perf(self, spec: CaseSpec) -> tuple[dict[str, Any] | None, float | None]:
+        """The baseline's measurement of a case (None if none comparable) and the baseline's usual reference."""
+        baseline, _ = self.baseline_for(spec.device)
+        stored = ((baseline or {}).get("cases", {}).get(spec.case) or {}).get("perf")
+        # Measured by another protocol: not compared, and rewritten by a refresh.
+        return (stored if bench.comparable(stored) else None), self.usual_reference(spec.device)
+
+    def defer_recheck(self, spec: CaseSpec) -> None:
+        """Have this process re-measure a suspected latency regression at the end of its session."""
+        self._suspects.append((spec, time.monotonic()))
+
+    # -- the end of the session ------------------------------------------------------------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        # An xdist worker hands its re-checks over when it finishes.
+        self._rechecks.update(getattr(node, "workeroutput", {}).get("hfci_rechecks", {}))
+
+    def _recheck(self) -> dict[str, Any]:
+        """The final benchmark metrics of each suspect (a latency regression, or a measurement
+        taken on a busy machine), re-measured at least ``--recheck-after`` seconds after it was
+        found, keyed ``case|device``."""
+        config = self.config
+        wait = config.getoption("recheck_after") - (time.monotonic() - max(t for _, t in self._suspects))
+        if wait > 0:
+            time.sleep(wait)
+        final: dict[str, Any] = {}
+        with bench.machine_lock(self.lock_path(), exclusive=True):
+            for spec, found_at in self._suspects:
+                stored, usual = self.stored_perf(spec)
+                try:
+                    case = build_case(spec.record, spec.head, spec.device)
+                except Exception:
+                    continue  # it was built before; without it, the suspect's own verdict stands
+                # The whole procedure again: one noisy take must not confirm what one noisy take found.
+                measurement, latency = measured(
+                    case, spec.case, stored, usual, config.getoption("baseline_tolerance")
+                )
+                metrics = bench.outcome(stored, measurement, latency, config.getoption("memory_tolerance"))
+                later = round(time.monotonic() - found_at)
+                for verdict in metrics["verdicts"]:
+                    if verdict["kind"] == "regression" and verdict["metric"] == "latency":
+                        verdict["detail"] += f"; confirmed {later} s later"
+                final[f"{spec.case}|{spec.device}"] = {**metrics, "rechecked_after": later}
+        return final
+
+    def _with_rechecks(self, records: list[Record]) -> list[Record]:
+        """Benchmark records with their final metrics, where a re-check replaced them."""
+        return [
+            dataclasses.replace(r, metrics=self._rechecks[f"{r.case}|{r.device}"])
+            if r.check == "benchmark" and f"{r.case}|{r.device}" in self._rechecks
+            else r
+            for r in records
+        ]
+
+    def _baseline_notes(self, records: list[Record]) -> Iterator[tuple[str, list[Record]]]:
+        """Per device: the note on which baseline was compared, and the run's new failures."""
+        for device in sorted({r.device for r in records}):
+            try:
+                baseline, note = self.baseline_for(device)
+            except baselines.BaselineError as error:
+                baseline, note = None, f"baseline unusable: {error}"
+            stale = baselines.stale_perf(baseline)
+            if stale:
+                note += (
+                    f"; {stale} cases' performance was measured by an older protocol than this hfci's "
+                    f"({bench.PROTOCOL}) and is not compared: refresh with `nox -s update_baselines`"
+                )
+            yield (
+                f"{device}: {note}",
+                baselines.new_failures(baseline, [r for r in records if r.device == device]),
+            )
+
+    def _update_baselines(self, records: list[Record]) -> Iterator[Path]:
+        """Fold this run's records into each device's baseline file."""
+        for device in sorted({r.device for r in records}):
+            mine = [r for r in records if r.device == device]
+            meta = self.device_meta(device)
+            target = baselines.path_for(meta["fingerprint"], Path(self.config.getoption("baselines_dir")))
+            merged = baselines.merge(baselines.load(target), mine, meta["environment"], meta["fingerprint"])
+            yield baselines.write(target, merged)
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        if not self._controller:
+            return
+        records = self._with_rechecks(self.records)
+        if not records:
+            return
+        terminalreporter.section("hfci model summary")
+        notes, fresh = [], []
+        for note, new in self._baseline_notes(records):
+            notes.append(note)
+            fresh += new
+        terminalreporter.write_line(summary(records, new_failures=fresh))
+        for line in notes:
+            terminalreporter.write_line(line)
+        session = self._session
+        stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(
+            session and (session.shouldstop or session.shouldfail)
+        )
+        for path in self._write_results(records, complete=not stopped):
+            terminalreporter.write_line(
+                f"results: {path}" + (" (partial: the run stopped early)" if stopped else "")
+            )
+        if config.getoption("update_baselines"):
+            for path in self._update_baselines(records):
+                terminalreporter.write_line(f"baseline updated: {path}")
+        self._failing += len(fresh)
+        latency = [r for r, _ in verdicts(records, "regression") if r.outcome == Outcome.PASSED]
+        if latency and config.getoption("regressions") == "fail" and not config.getoption("update_baselines"):
+            self._failing += len(latency)
+            terminalreporter.write_line(
+                f"the run fails: {len(latency)} latency regressions survived their re-check "
+                "(--regressions report only reports them)"
+            )
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Any:
+        # Before xdist's own hook sends the worker's output, and before the terminal summary.
+        if self._suspects:
+            rechecks = self._recheck()
+            self._suspects.clear()
+            if hasattr(self.config, "workeroutput"):
+                self.config.workeroutput["hfci_rechecks"] = rechecks
+            else:
+                self._rechecks.update(rechecks)
+        result = yield
+        # New failures, and regressions that survived their re-check, fail the run whatever else happened.
+        if self._failing and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return result
+
+
+SESSION = pytest.StashKey[HfciSession]()
