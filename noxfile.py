@@ -8,8 +8,14 @@ fast); the transformers release by HFCI_TRANSFORMERS_SPEC.
 from __future__ import annotations
 
 import os
+import sys
 
 import nox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # nox itself depends on tomli before 3.11
+    import tomli as tomllib
 
 nox.needs_version = ">=2024.10.9"
 nox.options.default_venv_backend = "venv"
@@ -19,7 +25,9 @@ nox.options.sessions = ["lint", "framework"]
 TORCH_SPEC = os.environ.get("HFCI_TORCH_SPEC", "torch==2.13.0")
 TRANSFORMERS_SPEC = os.environ.get("HFCI_TRANSFORMERS_SPEC", "transformers==5.23.0")
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-DEVICES = ("cpu", "cuda", "mps", "xpu")
+# The one list of devices, hfci's own (nox runs before hfci is installed, so it is read as data).
+with open(os.path.join(os.path.dirname(__file__), "src", "hfci", "data", "devices.toml"), "rb") as _file:
+    DEVICES = tuple(tomllib.load(_file)["known"])
 
 
 def install(session: nox.Session, *extras: str) -> None:

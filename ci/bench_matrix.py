@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hfci.catalog import CatalogError
+from hfci.errors import HfciError
 from hfci.matrix import balance, contiguous, durations_for, read_durations
 
 
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     existing = [path for path in args.results if Path(path).exists()]
     try:
         durations = read_durations(existing)
-    except CatalogError as error:
+    except HfciError as error:
         print(f"bench_matrix: {error}", file=sys.stderr)
         return 2
     if not durations:

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hfci.bench import sig
+from hfci import __version__
+from hfci.bench import comparable, sig
 from hfci.errors import HfciError
 from hfci.results import Record, write_json_atomic
 
@@ -85,8 +86,6 @@ def find(fingerprint: str, directory: Path = DEFAULT_DIR) -> tuple[dict[str, Any
 
 def stale_perf(baseline: Mapping[str, Any] | None) -> int:
     """How many cases' performance this hfci's protocol cannot compare with."""
-    from hfci.bench import comparable
-
     entries = (baseline or {}).get("cases", {}).values()
     return sum(1 for entry in entries if entry.get("perf") and not comparable(entry["perf"]))
 
@@ -121,8 +120,6 @@ def merge(
     fingerprint: str,
 ) -> dict[str, Any]:
     """The baseline updated with one run's records; cases the run did not touch are kept."""
-    from hfci import __version__
-
     cases: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (baseline or {}).get("cases", {}).items()}
     durations: dict[str, float] = {}
     for record in records:

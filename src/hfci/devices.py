@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hfci import data
 from hfci.errors import HfciError
 
-KNOWN_DEVICES = ("cpu", "cuda", "mps", "xpu")
+KNOWN_DEVICES: tuple[str, ...] = tuple(data.load("devices")["known"])
 
 
 class DeviceError(HfciError):
@@ -23,7 +24,7 @@ class DeviceError(HfciError):
 
 
 # Which present device ``best_device`` picks: the fastest kind of accelerator first.
-PREFERENCE = ("cuda", "xpu", "mps", "cpu")
+PREFERENCE: tuple[str, ...] = tuple(data.load("devices")["preference"])
 
 
 def _torch() -> Any | None:

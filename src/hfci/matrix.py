@@ -22,6 +22,7 @@ from typing import Any
 
 from hfci import github, runners
 from hfci.catalog import load_catalog
+from hfci.data import tomllib
 from hfci.devices import KNOWN_DEVICES
 from hfci.errors import HfciError
 from hfci.results import results_files
@@ -259,8 +260,6 @@ def _device_config(name: str, table: Any, where: str) -> DeviceConfig:
 
 def load_devices_config(path: str | Path = DEFAULT_CONFIG) -> MatrixConfig:
     """Read ``matrices/devices.toml``; any mistake is one MatrixError naming the file and key."""
-    from hfci.data import tomllib
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from hfci.data import tomllib
 from hfci.errors import HfciError
 from hfci.outputs import seeded_forward, tensors
 
@@ -188,8 +189,6 @@ def find_pyproject(start: Path | None = None) -> Path | None:
 
 def configured(pyproject: Path | None = None) -> dict[str, str]:
     """``[tool.hfci.runners]`` of the project: name -> 'module:callable'."""
-    from hfci.data import tomllib
-
     path = pyproject or find_pyproject()
     if path is None or not path.is_file():
         return {}
