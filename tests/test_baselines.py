@@ -25,9 +25,9 @@ def rec(case: str, check: str, outcome: str, duration: float = 1.0, perf=None, c
 def test_merge_keeps_cases_of_other_shards():
     first = baselines.merge(None, [rec("a/Model", "forward", "passed")], {"device": "cpu"}, FP)
     both = baselines.merge(first, [rec("b/Model", "forward", "failed")], {"device": "cpu"}, FP)
-    assert set(both["cases"]) == {"a/Model", "b/Model"}
-    assert both["cases"]["b/Model"]["checks"] == {"forward": "failed"}
-    assert both["schema"] == baselines.SCHEMA and both["environment"]["hfci"]
+    assert set(both.cases) == {"a/Model", "b/Model"}
+    assert both.cases["b/Model"].checks == {"forward": "failed"}
+    assert both.to_dict()["schema"] == baselines.SCHEMA and both.environment["hfci"]
 
 
 def test_unchanged_performance_is_not_rewritten():
@@ -36,13 +36,13 @@ def test_unchanged_performance_is_not_rewritten():
     same = baselines.merge(
         base, [rec("a/Model", "benchmark", "passed", 1.2, {"ratio": 2.1}, changed=False)], {}, FP
     )
-    assert same["cases"]["a/Model"]["perf"] == old
-    assert same["cases"]["a/Model"]["duration"] == 1.0  # moved by 20 %: kept
+    assert same.cases["a/Model"].perf == old
+    assert same.cases["a/Model"].duration == 1.0  # moved by 20 %: kept
     moved = baselines.merge(
         base, [rec("a/Model", "benchmark", "passed", 4.0, {"ratio": 3.0}, changed=True)], {}, FP
     )
-    assert moved["cases"]["a/Model"]["perf"] == {"ratio": 3.0}
-    assert moved["cases"]["a/Model"]["duration"] == 4.0  # moved beyond a factor of three
+    assert moved.cases["a/Model"].perf == {"ratio": 3.0}
+    assert moved.cases["a/Model"].duration == 4.0  # moved beyond a factor of three
 
 
 def test_a_duration_is_rewritten_only_when_it_moved_by_a_factor_and_by_seconds():
@@ -57,8 +57,8 @@ def test_runners_get_their_own_entries():
     eager = rec("a/Model", "forward", "passed")
     sdpa = Record("a/Model", "a", "Model", "cpu", "parity", "failed", 1.0, runner="sdpa")
     merged = baselines.merge(None, [eager, sdpa], {}, FP)
-    assert merged["cases"]["a/Model"]["checks"] == {"forward": "passed"}
-    assert merged["cases"]["a/Model@sdpa"]["checks"] == {"parity": "failed"}
+    assert merged.cases["a/Model"].checks == {"forward": "passed"}
+    assert merged.cases["a/Model@sdpa"].checks == {"parity": "failed"}
 
 
 def test_new_failures_and_fixes():
@@ -78,7 +78,7 @@ def test_a_corrupt_file_is_an_error_and_is_never_overwritten(tmp_path, content):
     with pytest.raises(baselines.BaselineError, match=str(path)):
         baselines.load(path)
     with pytest.raises(baselines.BaselineError):
-        baselines.write(path, {"schema": baselines.SCHEMA, "cases": {}})
+        baselines.write(path, baselines.Baseline(FP))
     assert path.read_text() == content
 
 
@@ -91,7 +91,7 @@ def test_written_atomically_with_sorted_keys(tmp_path):
     text = path.read_text()
     assert list(json.loads(text)["cases"]) == ["a/Model", "b/Model"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    assert baselines.load(path)["fingerprint"] == FP
+    assert baselines.load(path).fingerprint == FP
 
 
 def test_find_never_crosses_hardware(tmp_path):
@@ -103,10 +103,10 @@ def test_find_never_crosses_hardware(tmp_path):
     older = "cpu-some-cpu-torch2.12.0-transformers5.22.0"
     baselines.write(tmp_path / f"{older}.json", baselines.merge(None, [], {}, older))
     found, note = baselines.find(FP, tmp_path)
-    assert found["fingerprint"] == older and "same hardware" in note
+    assert found.fingerprint == older and "same hardware" in note
     baselines.write(tmp_path / f"{FP}.json", baselines.merge(None, [], {}, FP))
     found, _ = baselines.find(FP, tmp_path)
-    assert found["fingerprint"] == FP
+    assert found.fingerprint == FP
 
 
 def test_a_refresh_inside_tolerance_only_stretches_the_seen_range():
@@ -115,7 +115,7 @@ def test_a_refresh_inside_tolerance_only_stretches_the_seen_range():
     record = rec("a/Model", "benchmark", "passed", perf={"ratio": 2.3}, changed=False)
     record.metrics["ratio_range"] = [2.0, 2.3]
     stretched = baselines.merge(base, [record], {}, FP)
-    assert stretched["cases"]["a/Model"]["perf"] == {**old, "ratio_range": [2.0, 2.3]}
+    assert stretched.cases["a/Model"].perf == {**old, "ratio_range": [2.0, 2.3]}
 
 
 def write_results_of(tmp_path: Path, records: list[Record], fingerprint: str = FP) -> Path:
@@ -137,8 +137,8 @@ def test_baselines_learn_stretches_ranges_with_repeated_runs(tmp_path, capsys):
     runs = write_results_of(tmp_path, [rerun, rec("z/Model", "benchmark", "passed", perf={"ratio": 5.0})])
     assert main(["baselines", "learn", str(runs.parent), "--into", str(tmp_path / "b")]) == 0
     assert "learned:" in capsys.readouterr().out
-    cases = baselines.load(tmp_path / "b" / f"{FP}.json")["cases"]
-    assert cases["q/Model"]["perf"] == {**perf, "ratio_range": [120.0, 197.0]}
+    cases = baselines.load(tmp_path / "b" / f"{FP}.json").cases
+    assert cases["q/Model"].perf == {**perf, "ratio_range": [120.0, 197.0]}
     assert "z/Model" not in cases  # learning adds ranges, never cases
     # Nothing to learn into: one clear error, nothing written.
     other = write_results_of(tmp_path / "o", [rerun], fingerprint="cpu-other-torch0-transformers0")
@@ -158,7 +158,7 @@ def test_merge_shard_files_into_one_per_fingerprint(tmp_path):
     existing = baselines.merge(None, [rec("c/Model", "forward", "passed")], {}, FP)
     baselines.write(target / f"{FP}.json", existing)
     (written,) = merge_into(target, shards)
-    assert set(baselines.load(written)["cases"]) == {"a/Model", "b/Model", "c/Model"}
+    assert set(baselines.load(written).cases) == {"a/Model", "b/Model", "c/Model"}
 
 
 def run_suite(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
@@ -257,10 +257,10 @@ def test_baselines_learn_replaces_a_measurement_taken_on_a_busy_machine(tmp_path
         rec("m0/Model", "benchmark", "passed", perf=perf(4.0, 2e-3), changed=False),
     ]
     learn_into(tmp_path / "b", [write_results_of(tmp_path, rerun)])
-    cases = baselines.load(tmp_path / "b" / f"{FP}.json")["cases"]
-    assert cases["busy/Model"]["perf"] == perf(4.0, 1e-3)
+    cases = baselines.load(tmp_path / "b" / f"{FP}.json").cases
+    assert cases["busy/Model"].perf == perf(4.0, 1e-3)
     # A busy measurement neither replaces a quiet entry nor teaches it a range.
-    assert cases["m0/Model"]["perf"] == perf(3.0, 1e-3)
+    assert cases["m0/Model"].perf == perf(3.0, 1e-3)
 
 
 def test_baselines_merge_command(tmp_path, capsys):
@@ -273,9 +273,7 @@ def test_baselines_merge_command(tmp_path, capsys):
     )
     assert main(["baselines", "merge", str(tmp_path / "shard-1"), "--into", str(tmp_path / "out")]) == 0
     assert "merged:" in capsys.readouterr().out
-    assert baselines.load(tmp_path / "out" / f"{FP}.json")["cases"]["a/Model"]["checks"] == {
-        "forward": "passed"
-    }
+    assert baselines.load(tmp_path / "out" / f"{FP}.json").cases["a/Model"].checks == {"forward": "passed"}
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["baselines", "merge", str(empty), "--into", str(tmp_path / "out")]) == 2

@@ -8,17 +8,35 @@ untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hfci import __version__
 from hfci.bench import comparable, sig
 from hfci.errors import HfciError
-from hfci.results import Record, write_json_atomic
+from hfci.results import Outcome, Record, write_json_atomic
+
+__all__ = [
+    "SCHEMA",
+    "Baseline",
+    "BaselineError",
+    "CaseEntry",
+    "find",
+    "key",
+    "load",
+    "merge",
+    "new_failures",
+    "newly_fixed",
+    "path_for",
+    "stale_perf",
+    "write",
+]
 
 SCHEMA = "hfci-baseline/1"
 DEFAULT_DIR = Path("baselines")
@@ -35,6 +53,7 @@ class BaselineError(HfciError):
 
 
 def path_for(fingerprint: str, directory: Path = DEFAULT_DIR) -> Path:
+    """Where the baseline of a fingerprint lives."""
     return Path(directory) / f"{fingerprint}.json"
 
 
@@ -43,7 +62,95 @@ def hardware_of(fingerprint: str) -> str:
     return fingerprint.split("-torch", 1)[0]
 
 
-def load(path: Path) -> dict[str, Any] | None:
+@dataclass
+class CaseEntry:
+    """One case's line in a baseline: its checks' outcomes, its duration, its performance.
+
+    Keys hfci does not know (a hand-added note) are kept in ``extra`` and written back.
+    """
+
+    checks: dict[str, str] = field(default_factory=dict)
+    duration: float | None = None
+    perf: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any]) -> CaseEntry:
+        known = {"checks", "duration", "perf"}
+        return cls(
+            checks=dict(entry.get("checks") or {}),
+            duration=entry.get("duration"),
+            perf=entry.get("perf"),
+            extra={k: v for k, v in entry.items() if k not in known},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {**self.extra, "checks": dict(self.checks)}
+        if self.duration is not None:
+            entry["duration"] = self.duration
+        if self.perf is not None:
+            entry["perf"] = self.perf
+        return entry
+
+
+@dataclass
+class Baseline:
+    """A baseline file: the fingerprint it was measured on, that machine's environment, its cases.
+
+    Cases are keyed by :func:`key`: ``<model type>/<head>``, ``@<runner>`` for runners other
+    than eager.
+    """
+
+    fingerprint: str
+    environment: dict[str, Any] = field(default_factory=dict)
+    cases: dict[str, CaseEntry] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, payload: Any, where: str | Path = "baseline") -> Baseline:
+        """Validate a parsed file; anything else is one ``BaselineError`` naming ``where``."""
+        if (
+            not isinstance(payload, dict)
+            or payload.get("schema") != SCHEMA
+            or not isinstance(payload.get("cases"), dict)
+        ):
+            found = payload.get("schema") if isinstance(payload, dict) else type(payload).__name__
+            raise BaselineError(f"{where}: unknown baseline format {found!r}; expected schema {SCHEMA!r}")
+        return cls(
+            fingerprint=str(payload.get("fingerprint", Path(where).stem)),
+            environment=dict(payload.get("environment") or {}),
+            cases={k: CaseEntry.from_dict(v or {}) for k, v in payload["cases"].items()},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's contents, cases sorted so that a refresh is a small diff."""
+        return {
+            "schema": SCHEMA,
+            "fingerprint": self.fingerprint,
+            "environment": dict(self.environment),
+            "cases": {k: self.cases[k].to_dict() for k in sorted(self.cases)},
+        }
+
+    @property
+    def device(self) -> str:
+        """The device it was measured on: its environment says, else its fingerprint."""
+        return str(self.environment.get("device") or hardware_of(self.fingerprint).split("-")[0])
+
+    def perf(self, case_key: str) -> dict[str, Any] | None:
+        """The stored performance of a case, if any."""
+        entry = self.cases.get(case_key)
+        return entry.perf if entry is not None else None
+
+    def outcome(self, case_key: str, check: str) -> str | None:
+        """The stored outcome of one check of a case, if any."""
+        entry = self.cases.get(case_key)
+        return entry.checks.get(check) if entry is not None else None
+
+    def perfs(self) -> Iterator[dict[str, Any]]:
+        """Every stored performance entry."""
+        return (entry.perf for entry in self.cases.values() if entry.perf)
+
+
+def load(path: Path) -> Baseline | None:
     """A baseline file, or None if there is none. A corrupt or unknown file is an error."""
     if not path.exists():
         return None
@@ -53,17 +160,10 @@ def load(path: Path) -> dict[str, Any] | None:
         raise BaselineError(
             f"{path}: not a readable baseline ({error}); fix or delete it, hfci will not overwrite it"
         ) from None
-    if (
-        not isinstance(payload, dict)
-        or payload.get("schema") != SCHEMA
-        or not isinstance(payload.get("cases"), dict)
-    ):
-        found = payload.get("schema") if isinstance(payload, dict) else type(payload).__name__
-        raise BaselineError(f"{path}: unknown baseline format {found!r}; expected schema {SCHEMA!r}")
-    return payload
+    return Baseline.from_dict(payload, path)
 
 
-def find(fingerprint: str, directory: Path = DEFAULT_DIR) -> tuple[dict[str, Any] | None, str]:
+def find(fingerprint: str, directory: Path = DEFAULT_DIR) -> tuple[Baseline | None, str]:
     """The baseline to compare with, and a note saying which one (or why none).
 
     The exact fingerprint first; else the newest file of the same hardware with other library
@@ -84,10 +184,9 @@ def find(fingerprint: str, directory: Path = DEFAULT_DIR) -> tuple[dict[str, Any
     return None, f"no baseline for {fingerprint}: comparison skipped{listed}"
 
 
-def stale_perf(baseline: Mapping[str, Any] | None) -> int:
+def stale_perf(baseline: Baseline | None) -> int:
     """How many cases' performance this hfci's protocol cannot compare with."""
-    entries = (baseline or {}).get("cases", {}).values()
-    return sum(1 for entry in entries if entry.get("perf") and not comparable(entry["perf"]))
+    return sum(1 for perf in (baseline.perfs() if baseline else ()) if not comparable(perf))
 
 
 def key(record: Record) -> str:
@@ -114,68 +213,64 @@ def duration_moved(old: float | None, new: float) -> bool:
 
 
 def merge(
-    baseline: Mapping[str, Any] | None,
+    baseline: Baseline | None,
     records: Iterable[Record],
     environment: Mapping[str, Any],
     fingerprint: str,
-) -> dict[str, Any]:
+) -> Baseline:
     """The baseline updated with one run's records; cases the run did not touch are kept."""
-    cases: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (baseline or {}).get("cases", {}).items()}
+    cases = {
+        k: dataclasses.replace(v, checks=dict(v.checks))
+        for k, v in (baseline.cases if baseline else {}).items()
+    }
     durations: dict[str, float] = {}
     for record in records:
-        entry = cases.setdefault(key(record), {})
-        entry.setdefault("checks", {})
-        entry["checks"] = {**entry["checks"], record.check: record.outcome}
+        entry = cases.setdefault(key(record), CaseEntry())
+        entry.checks[record.check] = str(record.outcome)
         durations[key(record)] = durations.get(key(record), 0.0) + record.duration
         metrics = record.metrics or {}
         if metrics.get("perf") and metrics.get("changed", True):
-            entry["perf"] = metrics["perf"]
-        if metrics.get("ratio_range") and "perf" in entry:
-            entry["perf"] = {**entry["perf"], "ratio_range": metrics["ratio_range"]}
+            entry.perf = metrics["perf"]
+        if metrics.get("ratio_range") and entry.perf is not None:
+            entry.perf = {**entry.perf, "ratio_range": metrics["ratio_range"]}
     for case, seconds in durations.items():
-        if duration_moved(cases[case].get("duration"), seconds):
-            cases[case]["duration"] = sig(max(seconds, 0.001), 2)
-    return {
-        "schema": SCHEMA,
-        "fingerprint": fingerprint,
-        "environment": {
-            **environment,
-            "hfci": __version__,
-            "date": _dt.date.today().isoformat(),
-            "commit": _git_commit(),
-        },
-        "cases": dict(sorted(cases.items())),
+        if duration_moved(cases[case].duration, seconds):
+            cases[case].duration = sig(max(seconds, 0.001), 2)
+    environment = {
+        **environment,
+        "hfci": __version__,
+        "date": _dt.date.today().isoformat(),
+        "commit": _git_commit(),
     }
+    return Baseline(fingerprint, environment, dict(sorted(cases.items())))
 
 
-def write(path: Path, payload: Mapping[str, Any]) -> Path:
+def write(path: Path, baseline: Baseline) -> Path:
     """Atomically, with sorted keys; refuses to replace a file it cannot read."""
     load(path)
-    return write_json_atomic(path, payload)
+    return write_json_atomic(path, baseline.to_dict())
 
 
-def new_failures(baseline: Mapping[str, Any] | None, records: Iterable[Record]) -> list[Record]:
+def new_failures(baseline: Baseline | None, records: Iterable[Record]) -> list[Record]:
     """Checks that passed in the baseline and fail now (regressions are reported on their own)."""
     if not baseline:
         return []
-    cases = baseline.get("cases", {})
     return [
         r
         for r in records
-        if r.outcome == "failed"
+        if r.outcome == Outcome.FAILED
         and r.check != "benchmark"
-        and cases.get(key(r), {}).get("checks", {}).get(r.check) == "passed"
+        and baseline.outcome(key(r), r.check) == "passed"
     ]
 
 
-def newly_fixed(baseline: Mapping[str, Any] | None, records: Iterable[Record]) -> list[Record]:
+def newly_fixed(baseline: Baseline | None, records: Iterable[Record]) -> list[Record]:
     """Checks that failed in the baseline and pass now."""
     if not baseline:
         return []
-    cases = baseline.get("cases", {})
     return [
         r
         for r in records
-        if r.outcome in ("passed", "xpassed")
-        and cases.get(key(r), {}).get("checks", {}).get(r.check) in ("failed", "xfailed")
+        if r.outcome in (Outcome.PASSED, Outcome.XPASSED)
+        and baseline.outcome(key(r), r.check) in ("failed", "xfailed")
     ]

@@ -4,13 +4,13 @@ teach a baseline the spread of repeated runs of the same code (``learn``)."""
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from hfci import baselines, bench
-from hfci.results import read_results, results_files
+from hfci.results import read_results_file, results_files
 
 
 def baseline_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -23,15 +23,15 @@ def baseline_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def merge_into(directory: Path, sources: Iterable[Path]) -> list[Path]:
     """Each source's cases into ``directory/<fingerprint>.json``; cases no source has are kept."""
-    written: dict[Path, dict[str, Any]] = {}
+    written: dict[Path, baselines.Baseline] = {}
     for source in sources:
         incoming = baselines.load(source)
         if incoming is None:
             continue
-        target = baselines.path_for(incoming["fingerprint"], directory)
-        current = written.get(target) or baselines.load(target) or {"cases": {}}
-        cases = {**current["cases"], **incoming["cases"]}
-        written[target] = {**incoming, "cases": dict(sorted(cases.items()))}
+        target = baselines.path_for(incoming.fingerprint, directory)
+        current = written.get(target) or baselines.load(target)
+        cases = {**(current.cases if current else {}), **incoming.cases}
+        written[target] = dataclasses.replace(incoming, cases=dict(sorted(cases.items())))
     return [baselines.write(target, payload) for target, payload in written.items()]
 
 
@@ -42,31 +42,31 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
     A stored measurement taken on a busy machine (see :func:`hfci.bench.taken_disturbed`) is
     replaced by a run's undisturbed one: its samples are what the next run is tested against.
     """
-    written: dict[Path, dict[str, Any]] = {}
+    written: dict[Path, baselines.Baseline] = {}
     for path in results:
-        fingerprint = json.loads(path.read_text(encoding="utf-8")).get("fingerprint", "")
-        target = baselines.path_for(fingerprint, directory)
+        run = read_results_file(path)
+        target = baselines.path_for(run.fingerprint, directory)
         current = written.get(target) or baselines.load(target)
         if current is None:
             raise baselines.BaselineError(
                 f"{path}: no baseline {target} to learn into; write one with --update-baselines first"
             )
-        usual = bench.usual_reference(e["perf"] for e in current["cases"].values() if e.get("perf"))
-        for record in read_results(path):
+        usual = bench.usual_reference(current.perfs())
+        for record in run.records:
             perf = (record.metrics or {}).get("perf") or {}
-            entry = current["cases"].get(baselines.key(record)) or {}
-            if record.check != "benchmark" or not perf.get("ratio") or not entry.get("perf"):
+            entry = current.cases.get(baselines.key(record))
+            if record.check != "benchmark" or not perf.get("ratio") or entry is None or not entry.perf:
                 continue
-            if perf.get("protocol", 1) != entry["perf"].get("protocol", 1):
+            if perf.get("protocol", 1) != entry.perf.get("protocol", 1):
                 continue  # ratios of two protocols are not comparable
             if usual and bench.taken_disturbed(perf, usual):
                 continue  # its slow reference deflated the ratio: it teaches nothing
-            if usual and bench.taken_disturbed(entry["perf"], usual):
-                entry["perf"] = perf
+            if usual and bench.taken_disturbed(entry.perf, usual):
+                entry.perf = perf
                 continue
-            seen = bench.widened(entry["perf"], perf["ratio"])
+            seen = bench.widened(entry.perf, perf["ratio"])
             if seen:
-                entry["perf"] = {**entry["perf"], "ratio_range": seen}
+                entry.perf = {**entry.perf, "ratio_range": seen}
         written[target] = current
     return [baselines.write(target, payload) for target, payload in written.items()]
 

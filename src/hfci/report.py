@@ -100,29 +100,23 @@ def known_failure_reason(record: Record, transformers_version: str) -> str:
     return str(entry.get("reason", "")) if entry else ""
 
 
-def baseline_device(payload: Mapping[str, Any]) -> str:
-    """The device a baseline was measured on: its environment says, else its fingerprint."""
-    env = payload.get("environment") or {}
-    return str(env.get("device") or baselines.hardware_of(str(payload.get("fingerprint", "?"))).split("-")[0])
-
-
 def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -> Source:
-    payload = baselines.load(path) or {}
-    device = baseline_device(payload)
-    fingerprint = str(payload.get("fingerprint", path.stem))
-    env = payload.get("environment") or {}
+    baseline = baselines.load(path) or baselines.Baseline(path.stem)
+    device = baseline.device
+    fingerprint = baseline.fingerprint
+    env = baseline.environment
     when = ", ".join(x for x in (env.get("date"), env.get("commit") and f"commit {env['commit']}") if x)
     # Known failures are matched against the release the baseline was measured with.
     version = str(env.get("transformers") or catalog.transformers_version)
     records = []
-    for key, entry in payload["cases"].items():
+    for key, entry in baseline.cases.items():
         case, _, runner = key.partition("@")
         model_type, _, head = case.partition("/")
         record = catalog.records.get(model_type)
-        checks = (entry or {}).get("checks") or {}
+        checks = entry.checks
         first = True
         for check, outcome in checks.items():
-            perf = entry.get("perf") if check == "benchmark" else None
+            perf = entry.perf if check == "benchmark" else None
             row = Record(
                 case=case,
                 model_type=model_type,
@@ -131,7 +125,7 @@ def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -
                 check=check,
                 outcome=str(outcome),
                 # The case's duration once, on its first check, so totals stay right.
-                duration=float(entry.get("duration") or 0) if first else 0.0,
+                duration=float(entry.duration or 0) if first else 0.0,
                 category=record.category if record else "",
                 tier=record.tier if record else "",
                 metrics={"perf": perf} if perf else None,
@@ -181,13 +175,13 @@ def load_sources(paths: Iterable[str | Path], catalog: Catalog | None = None) ->
 
 def comparison_baselines(
     spec: Sequence[str | Path], sources: Sequence[Source]
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
+) -> tuple[dict[str, baselines.Baseline], list[str]]:
     """Device -> the baseline to compare with, and notes saying which file (or why none).
 
     A file applies to the device it was measured on; a directory gives each device the baseline
     of its fingerprint (or the same hardware's newest, as the plugin picks it).
     """
-    chosen: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, baselines.Baseline] = {}
     notes: list[str] = []
     fingerprints = {s.device: s.fingerprint for s in sources if s.fingerprint}
     for path in map(Path, spec):
@@ -198,11 +192,11 @@ def comparison_baselines(
                 if found is not None:
                     chosen.setdefault(device, found)
             continue
-        payload = baselines.load(path)
-        if payload is None:
+        found = baselines.load(path)
+        if found is None:
             raise ReportError(f"{path}: no such baseline file or directory")
-        device = baseline_device(payload)
-        chosen[device] = payload
+        chosen[found.device] = found
+        device = found.device
         notes.append(f"{device}: baseline {path}")
     return chosen, notes
 

@@ -85,7 +85,7 @@ class HfciSession:
         self._session: pytest.Session | None = None
         self._built = _Built()
         self._locks: dict[str, Any] = {}
-        self._baselines: dict[str, tuple[dict[str, Any] | None, str]] = {}
+        self._baselines: dict[str, tuple[baselines.Baseline | None, str]] = {}
         self._usual: dict[str, float | None] = {}
         self._device_meta: dict[str, dict[str, Any]] = {}
         self._suspects: list[tuple[CaseSpec, float]] = []
@@ -253,7 +253,7 @@ class HfciSession:
         """Keep the forward check's output as the reference the later checks compare with."""
         self._built.reference = output
 
-    def baseline_for(self, device: str) -> tuple[dict[str, Any] | None, str]:
+    def baseline_for(self, device: str) -> tuple[baselines.Baseline | None, str]:
         """This device's baseline (or None) and the note saying which, loaded once per process."""
         if device not in self._baselines:
             if self.config.getoption("no_baseline_check"):
@@ -267,14 +267,13 @@ class HfciSession:
         """The usual reference time of this device's baseline (see :func:`hfci.bench.compare_latency`)."""
         if device not in self._usual:
             baseline, _ = self.baseline_for(device)
-            entries = (e.get("perf") for e in (baseline or {}).get("cases", {}).values())
-            self._usual[device] = bench.usual_reference(e for e in entries if e)
+            self._usual[device] = bench.usual_reference(baseline.perfs() if baseline else ())
         return self._usual[device]
 
     def stored_perf(self, spec: CaseSpec) -> tuple[dict[str, Any] | None, float | None]:
         """The baseline's measurement of a case (None if none comparable) and the baseline's usual reference."""
         baseline, _ = self.baseline_for(spec.device)
-        stored = ((baseline or {}).get("cases", {}).get(spec.case) or {}).get("perf")
+        stored = baseline.perf(spec.case) if baseline else None
         # Measured by another protocol: not compared, and rewritten by a refresh.
         return (stored if bench.comparable(stored) else None), self.usual_reference(spec.device)
 
