@@ -76,6 +76,7 @@ class CaseEntry:
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> CaseEntry:
+        """An entry as the file holds it."""
         known = {"checks", "duration", "perf"}
         return cls(
             checks=dict(entry.get("checks") or {}),
@@ -85,6 +86,7 @@ class CaseEntry:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The entry as the file holds it."""
         entry: dict[str, Any] = {**self.extra, "checks": dict(self.checks)}
         if self.duration is not None:
             entry["duration"] = self.duration

@@ -12,6 +12,15 @@ from typing import Any
 from hfci import baselines, bench
 from hfci.results import read_results_file, results_files
 
+__all__ = [
+    "add_command",
+    "baseline_files",
+    "cmd_learn",
+    "cmd_merge",
+    "learn_into",
+    "merge_into",
+]
+
 
 def baseline_files(paths: Iterable[str | Path]) -> list[Path]:
     """The baseline files named, or found one level under the directories named."""
@@ -80,11 +89,13 @@ def _fold(sources: list[Path], names: list[str], kind: str, fold: Any, verb: str
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    """``hfci baselines merge``."""
     sources = baseline_files(args.sources)
     return _fold(sources, args.sources, "baseline", lambda s: merge_into(Path(args.into), s), "merged")
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
+    """``hfci baselines learn``."""
     sources = results_files(args.results)
     return _fold(sources, args.results, "results", lambda s: learn_into(Path(args.into), s), "learned")
 

@@ -22,6 +22,44 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "ALPHA",
+    "DISTURBED",
+    "DRAW_SEED",
+    "PROFILES",
+    "PROTOCOL",
+    "REMEASURES",
+    "REPEATS",
+    "RETAKES",
+    "SEEN_MARGIN",
+    "SLOWDOWN_ENV",
+    "THREADS",
+    "WARMUP",
+    "Measurement",
+    "Verdict",
+    "comparable",
+    "compare_latency",
+    "compare_memory",
+    "disturbed",
+    "latency_stats",
+    "machine_idle",
+    "machine_lock",
+    "mann_whitney_greater",
+    "measure",
+    "outcome",
+    "peak_memory",
+    "quartiles",
+    "reference_workload",
+    "same_draws",
+    "seen_range",
+    "sig",
+    "slowdowns",
+    "steady_allocator",
+    "taken_disturbed",
+    "usual_reference",
+    "widened",
+]
+
 # The measurement protocol's version, stored with every measurement: ratios of two protocols
 # are not comparable (protocol 2 warms the reference, which raised every ratio by about a third).
 PROTOCOL = 2
@@ -79,6 +117,7 @@ class Measurement:
         return self.batch / self.median
 
     def to_dict(self) -> dict[str, Any]:
+        """What a baseline stores of the measurement."""
         return {
             "latency": latency_stats(self.samples),
             "reference": latency_stats(self.reference),
@@ -98,11 +137,13 @@ def sig(value: float, digits: int = 4) -> float:
 
 
 def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile), inclusive, so two samples are enough."""
     q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
     return q[0], q[1], q[2]
 
 
 def latency_stats(samples: Sequence[float]) -> dict[str, float]:
+    """Median, interquartile range and count of timing samples, to stored precision."""
     q1, median, q3 = quartiles(samples)
     return {"median": sig(median), "iqr": sig(q3 - q1), "n": len(samples)}
 
@@ -547,6 +588,7 @@ def outcome(
 
 
 def compare_memory(baseline: dict[str, Any], new: Measurement, tolerance: float) -> Verdict:
+    """A peak-memory verdict: a regression beyond ``tolerance`` of the stored peak."""
     old, now = baseline.get("peak_memory"), new.peak_memory
     if not old or now is None:
         return Verdict("unchanged", "memory", "no baseline memory")

@@ -22,6 +22,39 @@ from typing import Any
 from hfci import data
 from hfci.errors import HfciError, validate_choices
 
+__all__ = [
+    "CATEGORIES",
+    "GENERATIVE_MAPPINGS",
+    "INPUT_MODALITY",
+    "MAPPING_MODALITY",
+    "PROCESSOR_MODALITY",
+    "SUB_CONFIG_ROLE_MODALITY",
+    "TIERS",
+    "Catalog",
+    "CatalogError",
+    "Head",
+    "ModelRecord",
+    "build_catalog",
+    "build_heads",
+    "categorize",
+    "defined_classes",
+    "family_of",
+    "head_mappings",
+    "identifier_for",
+    "load_catalog",
+    "main_inputs",
+    "mapping_tasks",
+    "module_name",
+    "pipeline_task_types",
+    "processors_for",
+    "read_transformers_tables",
+    "resolve_class",
+    "sub_config_roles",
+    "task_requirements",
+    "tier_table",
+    "transformers_root",
+]
+
 CATEGORIES = ("text", "vision", "audio", "multimodal", "time-series", "other")
 TIERS = ("critical", "high", "medium", "other")
 
@@ -195,6 +228,7 @@ class ModelRecord:
         return self.head((models or names)[0])
 
     def head(self, name: str) -> Head:
+        """The head called ``name``; a clear error naming the valid ones otherwise."""
         for head in self.heads:
             if head.name == name:
                 return head
@@ -203,6 +237,7 @@ class ModelRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Everything derived about the model type, as ``hfci catalog --format json`` prints it."""
         record = asdict(self)
         record["processors"] = dict(self.processors)
         record["tasks"] = list(self.tasks)
@@ -228,6 +263,7 @@ class Catalog:
         return self.records[model_type]
 
     def by_identifier(self, identifier: str) -> ModelRecord:
+        """The record whose Python identifier is ``identifier`` (``xlm_roberta``)."""
         for record in self.records.values():
             if record.identifier == identifier:
                 return record
@@ -451,6 +487,7 @@ def sub_config_roles(module_dir: Path) -> dict[str, str]:
 
 
 def module_name(model_type: str, ns: Mapping[str, Any]) -> str:
+    """The transformers module (under ``transformers.models``) of a model type."""
     special = ns.get("SPECIAL_MODEL_TYPE_TO_MODULE_NAME") or {}
     return special.get(model_type, model_type.replace("-", "_"))
 
@@ -656,6 +693,7 @@ _CLASS_RE_NAME = re.compile(r"^class (\w+)\(", re.M)
 
 
 def build_catalog(ns: Mapping[str, Any], root: Path, version: str) -> Catalog:
+    """The catalog from the auto-mapping tables read from transformers at ``root``."""
     mappings = head_mappings(ns)
     # A mapping can name a class that its module does not define (an upstream slip); such a head
     # cannot be built, so it is left out and reported instead.

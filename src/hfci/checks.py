@@ -12,6 +12,20 @@ from hfci.inputs import main_input
 from hfci.outputs import compare, seeded_forward, tensors
 from hfci.processors import RECIPES, NoRecipe, pick_task
 
+__all__ = [
+    "CheckFailed",
+    "CheckSkipped",
+    "check_determinism",
+    "check_device_parity",
+    "check_forward",
+    "check_generate",
+    "check_parity",
+    "check_pipeline",
+    "check_save_load",
+    "input_batch",
+    "run_forward",
+]
+
 # Heads whose outputs are token scores over the vocabulary, one per input position.
 _TOKEN_SCORE_MAPPINGS = {"MODEL_FOR_CAUSAL_LM", "MODEL_FOR_MASKED_LM"}
 _LABEL_MAPPINGS = {

@@ -13,6 +13,14 @@ from hfci.catalog import ModelRecord, load_catalog
 from hfci.errors import HfciError
 from hfci.selection import MODEL_OPTIONS, OPTIONS, Selection, add_arguments
 
+__all__ = [
+    "build_parser",
+    "cmd_catalog",
+    "cmd_run",
+    "main",
+    "suite_command",
+]
+
 
 def _catalog_rows(records: Sequence[ModelRecord]) -> list[dict[str, str]]:
     return [
@@ -48,6 +56,7 @@ def _markdown(rows: list[dict[str, str]]) -> str:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
+    """``hfci catalog``: the selected model types, as a table, markdown or JSON."""
     catalog = load_catalog()
     if args.unmatched_tiers:
         for tier, name, model_type in catalog.unmatched_tiers:
@@ -98,6 +107,7 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hfci`` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="hfci", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -128,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hfci``; an ``HfciError`` is one line on stderr and exit status 2."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "passthrough", False):

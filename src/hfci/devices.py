@@ -16,6 +16,21 @@ from typing import Any
 from hfci import data
 from hfci.errors import HfciError
 
+__all__ = [
+    "KNOWN_DEVICES",
+    "PREFERENCE",
+    "DeviceError",
+    "available_devices",
+    "best_device",
+    "cpu_model",
+    "cpu_signature",
+    "describe",
+    "fingerprint",
+    "resolve_device",
+    "signature_of",
+    "slug",
+]
+
 KNOWN_DEVICES: tuple[str, ...] = tuple(data.load("devices")["known"])
 
 

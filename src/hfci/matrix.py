@@ -28,6 +28,39 @@ from hfci.errors import HfciError
 from hfci.results import results_files
 from hfci.selection import CASE_OPTIONS, MODEL_OPTIONS, Selection, add_arguments
 
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_DURATIONS",
+    "DEFAULT_ESTIMATE",
+    "DEFAULT_OUT",
+    "DURATIONS_SCHEMA",
+    "GITHUB_MAX_JOBS",
+    "RESULTS_SCHEMA",
+    "DeviceConfig",
+    "MatrixConfig",
+    "MatrixError",
+    "add_command",
+    "balance",
+    "cmd_matrix",
+    "contiguous",
+    "durations_for",
+    "estimate",
+    "job_command",
+    "load_devices_config",
+    "plan",
+    "plan_jobs",
+    "read_durations",
+    "select_devices",
+    "shard_cases",
+    "shard_count",
+    "shard_for_device",
+    "split",
+    "summary_markdown",
+    "to_json",
+    "with_estimates",
+    "write_durations",
+]
+
 DEFAULT_CONFIG = Path("matrices/devices.toml")
 DEFAULT_OUT = Path("matrices")
 DEFAULT_DURATIONS = DEFAULT_OUT / "durations.json"

@@ -74,6 +74,8 @@ class ResultsError(HfciError):
 
 @dataclass(frozen=True)
 class Record:
+    """One check of one case on one device: its outcome, duration, reason and measurements."""
+
     case: str
     model_type: str
     head: str
@@ -193,6 +195,7 @@ def read_results(path: Path) -> list[Record]:
 
 
 def case_durations(records: Iterable[Record]) -> dict[str, float]:
+    """Seconds per case: the sum of its checks' durations."""
     totals: dict[str, float] = defaultdict(float)
     for record in records:
         totals[record.case] += record.duration

@@ -25,6 +25,25 @@ from hfci.data import tomllib
 from hfci.errors import HfciError
 from hfci.outputs import seeded_forward, tensors
 
+__all__ = [
+    "BUILTIN",
+    "DTYPES",
+    "ENTRY_POINT_GROUP",
+    "TOLERANCES",
+    "RunnerError",
+    "RunnerSkip",
+    "available",
+    "compile_",
+    "configured",
+    "eager",
+    "export",
+    "find_pyproject",
+    "load",
+    "outputs_of",
+    "sdpa",
+    "tolerance",
+]
+
 Runner = Callable[[Any, dict[str, Any]], Any]
 ENTRY_POINT_GROUP = "hfci.runners"
 

@@ -31,6 +31,7 @@ def hfci_session(request: pytest.FixtureRequest) -> HfciSession:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """hfci's options: the selection (declared in :mod:`hfci.selection`), then the run's own."""
     group = parser.getgroup("hfci", "hfci model tests")
     group.addoption("--run-model-tests", action="store_true", help="run the model tests (skipped otherwise)")
     add_pytest_options(group)
@@ -86,6 +87,7 @@ def _devices(config: pytest.Config, selection: Selection) -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Markers, validation of the selection, and the session object for this process."""
     try:
         _add_markers(config)
         selection = Selection.from_values(config.getoption)
