@@ -244,13 +244,18 @@ def test_out_writes_markdown_json_and_chart(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "no such file or directory"),
-        ("{not json", "not readable JSON"),
+        # The messages of hfci.results' one reader, which the report reads results files with.
+        (None, "no such results file or directory"),
+        ("{not json", "not a readable JSON file"),
         ('{"schema": "other/1"}', "unknown schema 'other/1'"),
         ("[1, 2]", "expected a JSON object"),
-        ('{"schema": "hfci-results/1", "records": [{"case": "x"}]}', "does not match"),
+        ('{"schema": "hfci-results/1", "records": [{"case": "x"}]}', "malformed record"),
         ('{"schema": "hfci-results/1"}', "without a 'records' list"),
         ('{"schema": "hfci-baseline/1", "cases": []}', "unknown baseline format"),
+        (
+            '{"schema": "hfci-baseline/1", "cases": {"bert/Model": {"checks": {"forward": "boom"}}}}',
+            "malformed",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error(tmp_path, content, message):
@@ -260,6 +265,7 @@ def test_bad_input_is_one_clear_error(tmp_path, content, message):
     out = hfci(str(path))
     assert out.returncode == 2
     assert out.stderr.startswith("hfci: error: ") and message in out.stderr
+    assert str(path) in out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 

@@ -5,7 +5,8 @@ with its status, counts and pass rates by category, family and tier, every gap w
 and what changed against a baseline. ``hfci report --github`` also writes the GitHub job summary
 and annotations (through :mod:`hfci.github`, the only module that talks to Actions).
 
-Here: reading the sources, building the report in named steps, the command. The markdown, one
+Here: reading the sources (results files through :mod:`hfci.results`' reader, baselines through
+:mod:`hfci.baselines`), building the report in named steps, the command. The markdown, one
 function per section, is :mod:`hfci.report_sections`.
 
 Runs without torch: the aggregate job of ``models.yml`` installs hfci without it.
@@ -26,7 +27,7 @@ from hfci import baselines, data, github
 from hfci.catalog import Catalog, ModelRecord, load_catalog
 from hfci.errors import HfciError
 from hfci.report_sections import CHART_NAME, SUMMARY_LIMIT, Status, markdown, record_row, truncate
-from hfci.results import CHECKS, Outcome, Record, verdicts
+from hfci.results import CHECKS, Outcome, Record, ResultsFile, read_results_file, results_files, verdicts
 from hfci.results import SCHEMA as RESULTS_SCHEMA
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "load_sources",
     "markdown",
     "publish",
+    "read_source",
     "runner_parity",
     "truncate",
 ]
@@ -65,7 +67,7 @@ SourceKind = Literal["results", "baseline"]
 
 
 class ReportError(HfciError):
-    """Input the report cannot use: a missing file, corrupt JSON, an unknown schema."""
+    """Input the report cannot use: no input at all, a file of another schema, a missing baseline."""
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -82,6 +84,13 @@ class Source:
     records: list[Record]
     complete: bool = True
 
+    @classmethod
+    def from_results(cls, results: ResultsFile) -> Source:
+        """A results file, as read by the one results reader."""
+        return cls(
+            results.path, "results", results.device, results.fingerprint, results.records, results.complete
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The source as the report's JSON lists it."""
         return {
@@ -91,32 +100,6 @@ class Source:
             "device": self.device,
             "fingerprint": self.fingerprint,
         }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no such file or directory") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(payload, dict):
-        raise ReportError(f"{path}: expected a JSON object, found {type(payload).__name__}")
-    return payload
-
-
-def _results_source(path: Path, payload: Mapping[str, Any]) -> Source:
-    rows = payload.get("records")
-    if not isinstance(rows, list):
-        raise ReportError(f"{path}: a results file without a 'records' list")
-    try:
-        records = [Record(**row) for row in rows]
-    except TypeError as error:
-        raise ReportError(f"{path}: a record does not match {RESULTS_SCHEMA} ({error})") from None
-    device = str(payload.get("device") or (records[0].device if records else "?"))
-    # A checkpoint, or a run stopped early: what it holds is true, but its selection is not all there.
-    complete = payload.get("complete", True) is not False
-    return Source(path, "results", device, str(payload.get("fingerprint", "")), records, complete)
 
 
 def known_failure_reason(record: Record, transformers_version: str) -> str:
@@ -133,24 +116,16 @@ def baseline_device(payload: Mapping[str, Any]) -> str:
     return str(env.get("device") or baselines.hardware_of(str(payload.get("fingerprint", "?"))).split("-")[0])
 
 
-def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -> Source:
-    payload = baselines.load(path) or {}
-    device = baseline_device(payload)
-    fingerprint = str(payload.get("fingerprint", path.stem))
-    env = payload.get("environment") or {}
-    when = ", ".join(x for x in (env.get("date"), env.get("commit") and f"commit {env['commit']}") if x)
-    # Known failures are matched against the release the baseline was measured with.
-    version = str(env.get("transformers") or catalog.transformers_version)
+def _baseline_records(key: str, entry: Mapping[str, Any], device: str, catalog: Catalog) -> list[Record]:
+    """One baseline entry (``case`` or ``case@runner``) as records, one per check."""
+    case, _, runner = key.partition("@")
+    model_type, _, head = case.partition("/")
+    info = catalog.records.get(model_type)
     records = []
-    for key, entry in payload["cases"].items():
-        case, _, runner = key.partition("@")
-        model_type, _, head = case.partition("/")
-        record = catalog.records.get(model_type)
-        checks = (entry or {}).get("checks") or {}
-        first = True
-        for check, outcome in checks.items():
-            perf = entry.get("perf") if check == "benchmark" else None
-            row = Record(
+    for index, (check, outcome) in enumerate((entry.get("checks") or {}).items()):
+        perf = entry.get("perf") if check == "benchmark" else None
+        records.append(
+            Record(
                 case=case,
                 model_type=model_type,
                 head=head,
@@ -158,49 +133,83 @@ def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -
                 check=check,
                 outcome=str(outcome),
                 # The case's duration once, on its first check, so totals stay right.
-                duration=float(entry.get("duration") or 0) if first else 0.0,
-                category=record.category if record else "",
-                tier=record.tier if record else "",
+                duration=float(entry.get("duration") or 0) if index == 0 else 0.0,
+                category=info.category if info else "",
+                tier=info.tier if info else "",
                 metrics={"perf": perf} if perf else None,
                 runner=runner or "eager",
             )
-            if row.outcome != Outcome.PASSED:
-                # Baselines keep outcomes, not messages: the known failure's reason, or where to look.
-                reason = known_failure_reason(row, version) or (
-                    f"{check} {outcome} in baseline {fingerprint}"
-                    + (f" ({when})" if when else "")
-                    + "; baselines keep outcomes only, the message is in that run's results"
-                )
-                row = replace(row, reason=reason)
-            records.append(row)
-            first = False
+        )
+    return records
+
+
+def _baseline_source(path: Path, catalog: Catalog) -> Source:
+    payload = baselines.load(path)
+    if payload is None:
+        raise ReportError(f"{path}: no such baseline file")
+    device = baseline_device(payload)
+    fingerprint = str(payload.get("fingerprint", path.stem))
+    env = payload.get("environment") or {}
+    when = ", ".join(x for x in (env.get("date"), env.get("commit") and f"commit {env['commit']}") if x)
+    where = f"baseline {fingerprint}" + (f" ({when})" if when else "")
+    # Known failures are matched against the release the baseline was measured with.
+    version = str(env.get("transformers") or catalog.transformers_version)
+    records = []
+    for key, entry in payload["cases"].items():
+        try:
+            rows = _baseline_records(key, entry or {}, device, catalog)
+        except (TypeError, ValueError) as error:
+            raise ReportError(f"{path}: case {key!r} is malformed ({error})") from None
+        # Baselines keep outcomes, not messages: the known failure's reason, or where to look.
+        records += [
+            row
+            if row.outcome == Outcome.PASSED
+            else replace(
+                row,
+                reason=known_failure_reason(row, version)
+                or f"{row.check} {row.outcome} in {where}; baselines keep outcomes only, "
+                "the message is in that run's results",
+            )
+            for row in rows
+        ]
     return Source(path, "baseline", device, fingerprint, records)
+
+
+_UNREADABLE = object()
+
+
+def _declared_schema(path: Path) -> Any:
+    """The schema a JSON object declares, only to hand the file to its reader (which validates it)."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return _UNREADABLE
+    return payload.get("schema") if isinstance(payload, dict) else _UNREADABLE
+
+
+def read_source(path: Path, catalog: Catalog | None = None) -> Source:
+    """One results or baseline file, told apart by its schema; anything unusable is one clear error."""
+    schema = _declared_schema(path)
+    if schema == baselines.SCHEMA:
+        return _baseline_source(path, catalog or load_catalog())
+    if schema is _UNREADABLE or schema == RESULTS_SCHEMA:
+        # The results reader says what is wrong with a file that is not even a JSON object.
+        return Source.from_results(read_results_file(path))
+    raise ReportError(
+        f"{path}: unknown schema {schema!r}; expected {RESULTS_SCHEMA!r} (a results file) "
+        f"or {baselines.SCHEMA!r} (a baseline)"
+    )
 
 
 def load_sources(paths: Iterable[str | Path], catalog: Catalog | None = None) -> list[Source]:
     """Every results or baseline file named, or found under a named directory."""
     files: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(path.rglob("results-*.json"))
-            if not found:
-                raise ReportError(f"{path}: no results-*.json files under this directory")
-            files += found
-        else:
-            files.append(path)
-    sources = []
-    for path in files:
-        payload = _read_json(path)
-        schema = payload.get("schema")
-        if schema == RESULTS_SCHEMA:
-            sources.append(_results_source(path, payload))
-        elif schema == baselines.SCHEMA:
-            sources.append(_baseline_source(path, payload, catalog or load_catalog()))
-        else:
-            raise ReportError(
-                f"{path}: unknown schema {schema!r}; expected {RESULTS_SCHEMA!r} (a results file) "
-                f"or {baselines.SCHEMA!r} (a baseline)"
-            )
+        found = results_files([path])
+        if path.is_dir() and not found:
+            raise ReportError(f"{path}: no results-*.json files under this directory")
+        files += found
+    sources = [read_source(path, catalog) for path in files]
     if not sources:
         raise ReportError("no results or baseline files given")
     return sources
