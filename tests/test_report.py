@@ -371,3 +371,30 @@ def test_an_empty_results_file_is_a_report_of_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
     assert payload["cases"] == [] and payload["totals"] == {} and payload["devices"] == ["cpu"]
+
+
+def test_an_expected_failure_is_matched_against_the_release_its_results_file_ran_with(tmp_path):
+    from hfci import data
+
+    installed, old = load_catalog().transformers_version, "0.1"
+
+    def known(case: str, version: str) -> dict | None:
+        model_type, _, head = case.partition("/")
+        return data.known_failure(model_type, head, "forward", "cpu", "eager", version)
+
+    # A known failure of the installed release that an old release does not have.
+    case = next(
+        f"{m}/{h.name}"
+        for m in data.load("models")
+        if m in load_catalog().records
+        for h in load_catalog()[m].heads
+        if known(f"{m}/{h.name}", installed) and not known(f"{m}/{h.name}", old)
+    )
+    for version, expected in (
+        (installed, known(case, installed)["reason"]),
+        (old, "xfailed; the results file recorded no message"),
+    ):
+        meta = {**META, "environment": {"device": "cpu", "transformers": version}}
+        path = write(tmp_path / version, [rec(case, "forward", "xfailed")], meta=meta)
+        (result,) = report.build(report.load_sources([path]), load_catalog()).cases
+        assert result.reason == f"forward: {expected}", version

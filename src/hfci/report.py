@@ -83,12 +83,23 @@ class Source:
     fingerprint: str
     records: list[Record]
     complete: bool = True
+    # The transformers release the source was run with ("" where it does not say): a known
+    # failure is matched against that release, not against the one installed where the report runs.
+    transformers: str = ""
 
     @classmethod
     def from_results(cls, results: ResultsFile) -> Source:
         """A results file, as read by the one results reader."""
+        env = results.meta.get("environment")
+        version = env.get("transformers") if isinstance(env, Mapping) else None
         return cls(
-            results.path, "results", results.device, results.fingerprint, results.records, results.complete
+            results.path,
+            "results",
+            results.device,
+            results.fingerprint,
+            results.records,
+            results.complete,
+            str(version or ""),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,7 +183,9 @@ def _baseline_source(path: Path, catalog: Catalog) -> Source:
             )
             for row in rows
         ]
-    return Source(path, "baseline", device, fingerprint, records)
+    return Source(
+        path, "baseline", device, fingerprint, records, transformers=str(env.get("transformers") or "")
+    )
 
 
 _UNREADABLE = object()
@@ -272,27 +285,31 @@ def _check_key(check: str) -> tuple[int, str]:
     return (CHECKS.index(check) if check in CHECKS else len(CHECKS), check)
 
 
-def case_status(records: Sequence[Record]) -> tuple[Outcome | Status, str]:
+def case_status(
+    records: Sequence[Record], transformers_version: str | None = None
+) -> tuple[Outcome | Status, str]:
     """A case's status from its checks' outcomes (a failure outweighs all), with the reason.
 
     Skipped checks beside passing ones (a head with no pipeline task) leave the case passing.
+    ``transformers_version`` is the release the records were run with (default: the installed
+    one); an expected failure without a message takes the reason models.toml gives for it.
     """
     ordered = sorted(records, key=lambda r: _check_key(check_name(r)))
     for outcome in (Outcome.FAILED, Outcome.XFAILED):
         hit = next((r for r in ordered if r.outcome == outcome), None)
         if hit is not None:
-            return outcome, _reason_of(hit)
+            return outcome, _reason_of(hit, transformers_version)
     if any(r.outcome in (Outcome.PASSED, Outcome.XPASSED) for r in ordered):
         return Outcome.PASSED, ""
     if ordered:
-        return Outcome.SKIPPED, _reason_of(ordered[0])
+        return Outcome.SKIPPED, _reason_of(ordered[0], transformers_version)
     return Status.MISSING, "no check of this case has a result"
 
 
-def _reason_of(record: Record) -> str:
+def _reason_of(record: Record, transformers_version: str | None) -> str:
     reason = record.reason.strip()
     if not reason and record.outcome == Outcome.XFAILED:
-        reason = known_failure_reason(record, load_catalog().transformers_version)
+        reason = known_failure_reason(record, transformers_version or load_catalog().transformers_version)
     if not reason:
         reason = f"{record.outcome}; the results file recorded no message"
     return f"{check_name(record)}: {reason}"
@@ -307,10 +324,10 @@ def _latency(records: Iterable[Record]) -> float | None:
     return None
 
 
-def _case_result(records: Sequence[Record]) -> CaseResult:
+def _case_result(records: Sequence[Record], transformers_version: str) -> CaseResult:
     """The records of one (case, device), as the report shows them."""
     first = records[0]
-    status, reason = case_status(records)
+    status, reason = case_status(records, transformers_version)
     return CaseResult(
         case=first.case,
         model_type=first.model_type,
@@ -401,9 +418,10 @@ def build(
     without a result are gaps too, so a shard that never reported cannot hide.
     """
     wanted = {r.model_type for r in selection} if selection is not None else None
-    records = [r for s in sources for r in s.records if wanted is None or r.model_type in wanted]
+    held = [(s, r) for s in sources for r in s.records if wanted is None or r.model_type in wanted]
+    records = [r for _, r in held]
     devices = _devices(sources, records)
-    cases = _case_results(records)
+    cases = _case_results(held)
     universe = _universe(catalog, cases, scope, selection, wanted)
     if scope == "catalog":
         cases = _with_missing_cases(cases, universe, devices)
@@ -435,12 +453,15 @@ def _devices(sources: Sequence[Source], records: Sequence[Record]) -> list[str]:
     return [d for d in devices if d != "?"] or sorted({s.device for s in sources})
 
 
-def _case_results(records: Sequence[Record]) -> list[CaseResult]:
-    """One result per (case, device), sorted."""
+def _case_results(held: Sequence[tuple[Source, Record]]) -> list[CaseResult]:
+    """One result per (case, device), from the records the sources hold, sorted."""
     by_case: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    for record in records:
+    # A case's records come from one source in practice (a device's shards hold other cases).
+    versions: dict[tuple[str, str], str] = {}
+    for source, record in held:
         by_case[(record.case, record.device)].append(record)
-    return [_case_result(by_case[key]) for key in sorted(by_case)]
+        versions.setdefault((record.case, record.device), source.transformers)
+    return [_case_result(by_case[key], versions[key]) for key in sorted(by_case)]
 
 
 def _universe(
