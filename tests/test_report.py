@@ -398,3 +398,19 @@ def test_an_expected_failure_is_matched_against_the_release_its_results_file_ran
         path = write(tmp_path / version, [rec(case, "forward", "xfailed")], meta=meta)
         (result,) = report.build(report.load_sources([path]), load_catalog()).cases
         assert result.reason == f"forward: {expected}", version
+
+
+def test_the_report_and_the_job_summary_run_without_torch(tmp_path):
+    """The aggregate job of models.yml installs hfci without torch."""
+    path = str(write(tmp_path, RUN))
+    code = f"""
+import sys
+from hfci import github, report
+from hfci.catalog import load_catalog
+from hfci.results import read_results
+report.markdown(report.build(report.load_sources([{path!r}]), load_catalog()))
+github.results_summary(read_results({path!r}))
+assert "torch" not in sys.modules, "torch imported"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

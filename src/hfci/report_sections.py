@@ -1,10 +1,12 @@
 """The report's markdown: one function per section, and the table helpers every section uses.
 
-``hfci report`` puts the sections together (:func:`markdown`).
+``hfci report`` puts the sections together (:func:`markdown`). The job summary of a model run
+(:mod:`hfci.github`) writes its two sections (:func:`outcomes_by_device`, :func:`failing_checks`)
+with the same helpers, from the records alone.
 
-This module imports nothing of hfci but :mod:`hfci.results`, so that :mod:`hfci.report` imports
-its vocabulary from here without a cycle. That is why the report's own statuses (:class:`Status`)
-are defined here.
+This module imports nothing of hfci but :mod:`hfci.results`: the job summary needs neither the
+catalog nor baselines, and :mod:`hfci.report` imports its vocabulary from here without a cycle.
+That is also why the report's own statuses (:class:`Status`) are defined here.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ __all__ = [
     "baseline_changes",
     "cell",
     "coverage_matrix",
+    "failing_checks",
     "fixed_known_failures",
     "gaps",
     "group_tables",
     "header",
     "markdown",
+    "outcomes_by_device",
     "percent",
     "record_row",
     "records_section",
@@ -47,6 +51,8 @@ __all__ = [
 CHART_NAME = "report.svg"
 # GitHub refuses a step summary over 1 MiB; stay clearly under it, the note included.
 SUMMARY_LIMIT = 1024 * 1024 - 16 * 1024
+# The job summary lists this many failing checks; past them it says how many more there are.
+FAILING_CHECKS_SHOWN = 200
 
 
 class Status(str, Enum):
@@ -343,3 +349,33 @@ def coverage_matrix(report: Report) -> list[str]:
             for model_type, head in rows
         ),
     )
+
+
+# -- the job summary of a model run --------------------------------------------------------------
+
+
+def outcomes_by_device(records: Sequence[Record]) -> list[str]:
+    """Per device: the checks of each outcome that occurs, the cases, and the minutes they took."""
+    outcomes = sorted({r.outcome for r in records})
+    rows = []
+    for device in sorted({str(r.device) for r in records}):
+        mine = [r for r in records if str(r.device) == device]
+        counts = Counter(r.outcome for r in mine)
+        minutes = sum(float(r.duration or 0) for r in mine) / 60
+        rows.append([device, *(counts[o] for o in outcomes), len({r.case for r in mine}), f"{minutes:.1f}"])
+    return [
+        "",
+        *table(["device", *map(str, outcomes), "cases", "minutes"], rows, "l" + "r" * (len(outcomes) + 2)),
+    ]
+
+
+def failing_checks(records: Sequence[Record], shown: int = FAILING_CHECKS_SHOWN) -> list[str]:
+    """The failing checks with their reasons, the first ``shown`` of them, then how many more."""
+    failed = [r for r in records if r.outcome == Outcome.FAILED]
+    if not failed:
+        return []
+    lines = ["", f"#### {len(failed)} failing checks", ""]
+    lines += records_table([record_row(r) for r in failed[:shown]], "reason", limit=200)
+    if len(failed) > shown:
+        lines.append(f"\n... and {len(failed) - shown} more; see the results artifacts.")
+    return lines
