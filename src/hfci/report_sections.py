@@ -188,7 +188,12 @@ def _source_kind(source: Mapping[str, Any]) -> str:
 
 def header(report: Report, chart: str | None = CHART_NAME, chart_note: str = "") -> list[str]:
     """The title, the totals in one line, the sources, the baselines compared with, the chart."""
-    total = report.groups["all"].get("all") or {"cases": 0, "passed": 0, "model_types": 0, "pass_rate": None}
+    total = report.groups["all"].get("all") or {
+        "cases": 0,
+        Outcome.PASSED: 0,
+        "model_types": 0,
+        "pass_rate": None,
+    }
     lines = [
         "# hfci model coverage",
         "",
