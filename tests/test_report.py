@@ -244,13 +244,18 @@ def test_out_writes_markdown_json_and_chart(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "no such file or directory"),
-        ("{not json", "not readable JSON"),
+        # The messages of hfci.results' one reader, which the report reads results files with.
+        (None, "no such results file or directory"),
+        ("{not json", "not a readable JSON file"),
         ('{"schema": "other/1"}', "unknown schema 'other/1'"),
         ("[1, 2]", "expected a JSON object"),
-        ('{"schema": "hfci-results/1", "records": [{"case": "x"}]}', "does not match"),
+        ('{"schema": "hfci-results/1", "records": [{"case": "x"}]}', "malformed record"),
         ('{"schema": "hfci-results/1"}', "without a 'records' list"),
         ('{"schema": "hfci-baseline/1", "cases": []}', "unknown baseline format"),
+        (
+            '{"schema": "hfci-baseline/1", "cases": {"bert/Model": {"checks": {"forward": "boom"}}}}',
+            "malformed",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error(tmp_path, content, message):
@@ -260,6 +265,7 @@ def test_bad_input_is_one_clear_error(tmp_path, content, message):
     out = hfci(str(path))
     assert out.returncode == 2
     assert out.stderr.startswith("hfci: error: ") and message in out.stderr
+    assert str(path) in out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
@@ -365,3 +371,46 @@ def test_an_empty_results_file_is_a_report_of_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
     assert payload["cases"] == [] and payload["totals"] == {} and payload["devices"] == ["cpu"]
+
+
+def test_an_expected_failure_is_matched_against_the_release_its_results_file_ran_with(tmp_path):
+    from hfci import data
+
+    installed, old = load_catalog().transformers_version, "0.1"
+
+    def known(case: str, version: str) -> dict | None:
+        model_type, _, head = case.partition("/")
+        return data.known_failure(model_type, head, "forward", "cpu", "eager", version)
+
+    # A known failure of the installed release that an old release does not have.
+    case = next(
+        f"{m}/{h.name}"
+        for m in data.load("models")
+        if m in load_catalog().records
+        for h in load_catalog()[m].heads
+        if known(f"{m}/{h.name}", installed) and not known(f"{m}/{h.name}", old)
+    )
+    for version, expected in (
+        (installed, known(case, installed)["reason"]),
+        (old, "xfailed; the results file recorded no message"),
+    ):
+        meta = {**META, "environment": {"device": "cpu", "transformers": version}}
+        path = write(tmp_path / version, [rec(case, "forward", "xfailed")], meta=meta)
+        (result,) = report.build(report.load_sources([path]), load_catalog()).cases
+        assert result.reason == f"forward: {expected}", version
+
+
+def test_the_report_and_the_job_summary_run_without_torch(tmp_path):
+    """The aggregate job of models.yml installs hfci without torch."""
+    path = str(write(tmp_path, RUN))
+    code = f"""
+import sys
+from hfci import github, report
+from hfci.catalog import load_catalog
+from hfci.results import read_results
+report.markdown(report.build(report.load_sources([{path!r}]), load_catalog()))
+github.results_summary(read_results({path!r}))
+assert "torch" not in sys.modules, "torch imported"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

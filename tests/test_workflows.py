@@ -250,6 +250,12 @@ def test_annotations_are_capped_per_kind_with_a_count_of_the_rest(
     assert "error: 1 more error(s) not annotated" in err
 
 
+def record(case: str) -> dict[str, Any]:
+    """The fields of a results record that say which check of which case it is."""
+    model_type, _, head = case.partition("/")
+    return {"case": case, "model_type": model_type, "head": head, "device": "cpu", "check": "forward"}
+
+
 def test_report_results_summarizes_and_annotates_failures(
     inside_actions: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -257,15 +263,8 @@ def test_report_results_summarizes_and_annotates_failures(
     shard = tmp_path / "results" / "results-cpu-1-of-2"
     shard.mkdir(parents=True)
     records = [
-        {"case": "bert/Model", "device": "cpu", "check": "forward", "outcome": "passed", "duration": 30.0},
-        {
-            "case": "vit/Model",
-            "device": "cpu",
-            "check": "forward",
-            "outcome": "failed",
-            "duration": 30.0,
-            "reason": "shape | mismatch",
-        },
+        {**record("bert/Model"), "outcome": "passed", "duration": 30.0},
+        {**record("vit/Model"), "outcome": "failed", "duration": 30.0, "reason": "shape | mismatch"},
     ]
     (shard / "results-cpu.json").write_text(
         json.dumps({"schema": "hfci-results/1", "device": "cpu", "records": records})
@@ -280,12 +279,33 @@ def test_report_results_summarizes_and_annotates_failures(
 def test_a_partial_results_file_is_a_warning_in_the_summary(
     inside_actions: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    record = {"case": "bert/Model", "device": "cpu", "check": "forward", "outcome": "passed", "duration": 3.0}
-    payload = {"schema": "hfci-results/1", "device": "cpu", "complete": False, "records": [record]}
+    passed = {**record("bert/Model"), "outcome": "passed", "duration": 3.0}
+    payload = {"schema": "hfci-results/1", "device": "cpu", "complete": False, "records": [passed]}
     (tmp_path / "results-cpu.json").write_text(json.dumps(payload))
     assert github.main(["summary", str(tmp_path)]) == 0
     (warning,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("::warning")]
     assert "partial, its run stopped before the end" in warning and "1 checks recorded" in warning
+
+
+def test_an_unreadable_results_file_is_a_warning_and_the_others_are_summarized(
+    inside_actions: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, summary = inside_actions
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results-cpu.json").write_text("{not json")
+    passed = {**record("bert/Model"), "outcome": "passed", "duration": 6.0}
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results-cpu.json").write_text(
+        json.dumps({"schema": "hfci-results/1", "device": "cpu", "records": [passed]})
+    )
+    assert github.main(["summary", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "nope")]) == 0
+    assert "| cpu | 1 | 1 | 0.1 |" in summary.read_text()
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("::warning")]
+    assert len(warnings) == 2
+    assert (
+        str(tmp_path / "a" / "results-cpu.json") in warnings[0] and "not a readable JSON file" in warnings[0]
+    )
+    assert str(tmp_path / "nope") in warnings[1]
 
 
 def test_report_results_with_nothing_to_report(outside_actions: None, tmp_path: Path, capsys) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+__all__ = ["rate_colour", "render", "write"]
 
 # Layout, in SVG user units (pixels).
 WIDTH = 760
@@ -91,6 +93,39 @@ def _duration_label(seconds: float) -> str:
     return f"{seconds * 1e6:g} µs"
 
 
+def _box(device: str, values: Sequence[float], y: float, scale: Callable[[float], float]) -> list[str]:
+    """One device's row: label, whiskers to min/max, the quartile box, the median, a tick per case."""
+    q1, median, q3 = (
+        statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    )
+    mid = y + BOX_H / 2
+    summary = f"{device}: median {_duration_label(median)}, quartiles {_duration_label(q1)} to {_duration_label(q3)}"
+    return [
+        _text(MARGIN, mid + 4, f"{device} ({len(values)})"),
+        f"<line x1='{scale(values[0]):.1f}' y1='{mid}' x2='{scale(values[-1]):.1f}' y2='{mid}' stroke='#555'/>",
+        f"<rect x='{scale(q1):.1f}' y='{y + 3}' width='{max(scale(q3) - scale(q1), 1):.1f}' "
+        f"height='{BOX_H - 6}' fill='#9ecae1' stroke='#3182bd'>"
+        f"<title>{escape(summary)}</title></rect>",
+        f"<line x1='{scale(median):.1f}' y1='{y + 2}' x2='{scale(median):.1f}' y2='{y + BOX_H - 2}' "
+        "stroke='#08306b' stroke-width='2'/>",
+        *(
+            f"<line x1='{scale(v):.1f}' y1='{y + BOX_H - 3}' x2='{scale(v):.1f}' y2='{y + BOX_H}' stroke='#333' stroke-opacity='0.4'/>"
+            for v in values
+        ),
+    ]
+
+
+def _axis(low: int, high: int, y: float, scale: Callable[[float], float]) -> list[str]:
+    """The latency axis under the boxes: one tick per decade."""
+    x0 = MARGIN + LABEL_W
+    out = [f"<line x1='{x0}' y1='{y}' x2='{x0 + AXIS_W}' y2='{y}' stroke='#333'/>"]
+    for decade in range(low, high + 1):
+        x = scale(10.0**decade)
+        out.append(f"<line x1='{x:.1f}' y1='{y}' x2='{x:.1f}' y2='{y + 4}' stroke='#333'/>")
+        out.append(_text(x, y + 16, _duration_label(10.0**decade), "middle"))
+    return out
+
+
 def _boxplot(latencies: Mapping[str, Sequence[float]], top: float) -> tuple[list[str], float]:
     """One box per device: quartiles, median, whiskers to min/max, every case as a tick."""
     title = "Benchmark latency per case and device (median of repeats, log scale)"
@@ -102,41 +137,14 @@ def _boxplot(latencies: Mapping[str, Sequence[float]], top: float) -> tuple[list
         out.append(_text(MARGIN, y + 16, "no benchmark results in this report"))
         return out, y + 26 - top
     low, high = _decades([v for values in data.values() for v in values])
-    x0 = MARGIN + LABEL_W
 
     def scale(value: float) -> float:
-        return x0 + (math.log10(value) - low) / (high - low) * AXIS_W
+        return MARGIN + LABEL_W + (math.log10(value) - low) / (high - low) * AXIS_W
 
     for device in sorted(data):
-        values = data[device]
-        q1, median, q3 = (
-            statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
-        )
-        mid = y + BOX_H / 2
-        out.append(_text(MARGIN, mid + 4, f"{device} ({len(values)})"))
-        out.append(
-            f"<line x1='{scale(values[0]):.1f}' y1='{mid}' x2='{scale(values[-1]):.1f}' y2='{mid}' stroke='#555'/>"
-        )
-        out.append(
-            f"<rect x='{scale(q1):.1f}' y='{y + 3}' width='{max(scale(q3) - scale(q1), 1):.1f}' "
-            f"height='{BOX_H - 6}' fill='#9ecae1' stroke='#3182bd'>"
-            f"<title>{escape(f'{device}: median {_duration_label(median)}, quartiles {_duration_label(q1)} to {_duration_label(q3)}')}</title></rect>"
-        )
-        out.append(
-            f"<line x1='{scale(median):.1f}' y1='{y + 2}' x2='{scale(median):.1f}' y2='{y + BOX_H - 2}' "
-            "stroke='#08306b' stroke-width='2'/>"
-        )
-        out += [
-            f"<line x1='{scale(v):.1f}' y1='{y + BOX_H - 3}' x2='{scale(v):.1f}' y2='{y + BOX_H}' stroke='#333' stroke-opacity='0.4'/>"
-            for v in values
-        ]
+        out += _box(device, data[device], y, scale)
         y += BOX_H + 6
-    # The axis: one tick per decade.
-    out.append(f"<line x1='{x0}' y1='{y}' x2='{x0 + AXIS_W}' y2='{y}' stroke='#333'/>")
-    for decade in range(low, high + 1):
-        x = scale(10.0**decade)
-        out.append(f"<line x1='{x:.1f}' y1='{y}' x2='{x:.1f}' y2='{y + 4}' stroke='#333'/>")
-        out.append(_text(x, y + 16, _duration_label(10.0**decade), "middle"))
+    out += _axis(low, high, y, scale)
     return out, y + 22 - top
 
 

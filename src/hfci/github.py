@@ -9,14 +9,31 @@ commands work on a laptop and never crash for want of Actions' environment.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+from hfci.report_sections import failing_checks, outcomes_by_device
+from hfci.results import Outcome, Record, ResultsError, read_results_file, results_files
+
+__all__ = [
+    "ANNOTATION_CAP",
+    "Annotation",
+    "Kind",
+    "annotate",
+    "append_summary",
+    "error",
+    "in_actions",
+    "main",
+    "report_results",
+    "results_summary",
+    "set_output",
+    "warning",
+]
 
 Kind = Literal["error", "warning", "notice"]
 
@@ -119,82 +136,57 @@ def warning(message: str, title: str | None = None, file: str | None = None, lin
 # -- the summary of a finished model run ---------------------------------------------------------
 
 
-def _results_records(paths: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every record of every results file under ``paths``, and the problems met reading them."""
-    records: list[dict[str, Any]] = []
+def _read_results(paths: Iterable[str | Path]) -> tuple[list[Record], list[str]]:
+    """Every record of every results file under ``paths``, and the problems met reading them.
+
+    A file that cannot be read is a problem to show, not a reason to lose the other shards'
+    summary; a partial file (its run stopped early) is one too, though its records count.
+    """
+    records: list[Record] = []
     problems: list[str] = []
-    files: list[Path] = []
-    for path in map(Path, paths):
-        files += sorted(path.rglob("results-*.json")) if path.is_dir() else [path]
-    for path in files:
+    for path in paths:
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-            records += [{"device": payload.get("device", "?"), **r} for r in payload.get("records", [])]
-            if payload.get("complete") is False:
+            files = results_files([path])
+        except ResultsError as problem:
+            problems.append(str(problem))
+            continue
+        for file in files:
+            try:
+                results = read_results_file(file)
+            except ResultsError as problem:
+                problems.append(str(problem))
+                continue
+            records += results.records
+            if not results.complete:
                 problems.append(
-                    f"{path}: partial, its run stopped before the end (killed at the job's timeout?); "
-                    f"{len(payload.get('records', []))} checks recorded, the rest of its selection has no result"
+                    f"{file}: partial, its run stopped before the end (killed at the job's timeout?); "
+                    f"{len(results.records)} checks recorded, the rest of its selection has no result"
                 )
-        except (OSError, ValueError, AttributeError, TypeError) as problem:
-            problems.append(f"{path}: {problem}")
     return records, problems
 
 
-def results_summary(records: Sequence[dict[str, Any]]) -> str:
-    """Markdown: outcomes per device, then the failing cases with their reasons."""
+def results_summary(records: Sequence[Record]) -> str:
+    """Markdown: outcomes per device, then the failing checks with their reasons."""
     if not records:
         return "### hfci models\n\nNo results: no shard wrote a results file."
-    outcomes = sorted({str(r.get("outcome", "?")) for r in records})
-    lines = [
-        "### hfci models",
-        "",
-        "| device | " + " | ".join(outcomes) + " | cases | minutes |",
-        "|---|" + "---:|" * (len(outcomes) + 2),
-    ]
-    for device in sorted({str(r["device"]) for r in records}):
-        mine = [r for r in records if r["device"] == device]
-        counts = Counter(str(r.get("outcome", "?")) for r in mine)
-        minutes = sum(float(r.get("duration") or 0) for r in mine) / 60
-        cases = len({r.get("case") for r in mine})
-        cells = " | ".join(str(counts[o]) for o in outcomes)
-        lines.append(f"| {device} | {cells} | {cases} | {minutes:.1f} |")
-    failed = [r for r in records if r.get("outcome") in ("failed", "error")]
-    if failed:
-        lines += [
-            "",
-            f"#### {len(failed)} failing checks",
-            "",
-            "| case | device | check | reason |",
-            "|---|---|---|---|",
-        ]
-        for r in failed[:200]:
-            reason = str(r.get("reason", "")).replace("|", "\\|").replace("\n", " ")[:200]
-            lines.append(f"| `{r.get('case')}` | {r['device']} | {r.get('check', '')} | {reason} |")
-        if len(failed) > 200:
-            lines.append(f"\n... and {len(failed) - 200} more; see the results artifacts.")
-    return "\n".join(lines)
+    return "\n".join(["### hfci models", *outcomes_by_device(records), *failing_checks(records)])
 
 
 def report_results(paths: Sequence[str | Path]) -> int:
     """Write the job summary and annotations for results files; the number of failing checks."""
-    records, problems = _results_records(paths)
+    records, problems = _read_results(paths)
     append_summary(results_summary(records))
     annotate("warning", problems)
-    failed = [r for r in records if r.get("outcome") in ("failed", "error")]
+    failed = [r for r in records if r.outcome == Outcome.FAILED]
     annotate(
         "error",
-        [
-            Annotation(
-                str(r.get("reason") or r.get("outcome")),
-                title=f"{r.get('case')} [{r['device']}] {r.get('check')}",
-            )
-            for r in failed
-        ],
+        [Annotation(r.reason or str(r.outcome), title=f"{r.case} [{r.device}] {r.check}") for r in failed],
     )
     return len(failed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hfci.github summary RESULTS...``: 1 if a check failed, 2 on a usage error."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or args[0] != "summary":
         print("usage: python -m hfci.github summary RESULTS_FILE_OR_DIR...", file=sys.stderr)

@@ -5,6 +5,10 @@ with its status, counts and pass rates by category, family and tier, every gap w
 and what changed against a baseline. ``hfci report --github`` also writes the GitHub job summary
 and annotations (through :mod:`hfci.github`, the only module that talks to Actions).
 
+Here: reading the sources (results files through :mod:`hfci.results`' reader, baselines through
+:mod:`hfci.baselines`), building the report in named steps, the command. The markdown, one
+function per section, is :mod:`hfci.report_sections`.
+
 Runs without torch: the aggregate job of ``models.yml`` installs hfci without it.
 """
 
@@ -17,38 +21,52 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from hfci import baselines, data
+from hfci import baselines, data, github
 from hfci.catalog import Catalog, ModelRecord, load_catalog
 from hfci.errors import HfciError
+from hfci.report_sections import CHART_NAME, SUMMARY_LIMIT, Status, markdown, record_row, truncate
+from hfci.results import CHECKS, Outcome, Record, ResultsFile, read_results_file, results_files, verdicts
 from hfci.results import SCHEMA as RESULTS_SCHEMA
-from hfci.results import Record, verdicts
+
+__all__ = [
+    "CHART_NAME",
+    "CONFIG_ONLY",
+    "SCHEMA",
+    "STATUSES",
+    "SUMMARY_LIMIT",
+    "CaseResult",
+    "Report",
+    "ReportError",
+    "Source",
+    "Status",
+    "add_command",
+    "build",
+    "case_status",
+    "check_name",
+    "cmd_report",
+    "comparison_baselines",
+    "known_failure_reason",
+    "load_sources",
+    "markdown",
+    "publish",
+    "read_source",
+    "runner_parity",
+    "truncate",
+]
 
 SCHEMA = "hfci-report/1"
-# The statuses of one case on one device, worst first. "missing": the catalog expects the case
-# (``--scope catalog``) but no results file has it.
-STATUSES = ("failed", "xfailed", "skipped", "missing", "passed")
-LABELS = {
-    "passed": "passed",
-    "failed": "failed",
-    "xfailed": "expected failure",
-    "skipped": "skipped",
-    "missing": "no result",
-    "config-only": "config only",
-}
-# The order of columns people read: the good news first.
-DISPLAY = ("passed", "failed", "xfailed", "skipped", "missing")
-SYMBOLS = {"passed": "✅", "failed": "❌", "xfailed": "🟡", "skipped": "⏭️", "missing": "❔"}
-CHECK_ORDER = ("forward", "determinism", "save_load", "benchmark", "generate", "pipeline")
+# The statuses of one case on one device, worst first: its checks' outcomes decide it (see
+# case_status), or the report's own Status.MISSING where the catalog expects a case no file has.
+STATUSES = (Outcome.FAILED, Outcome.XFAILED, Outcome.SKIPPED, Status.MISSING, Outcome.PASSED)
 CONFIG_ONLY = "config only: no model class of its own"
-# GitHub refuses a step summary over 1 MiB; stay clearly under it, the note included.
-SUMMARY_LIMIT = 1024 * 1024 - 16 * 1024
-CHART_NAME = "report.svg"
+
+SourceKind = Literal["results", "baseline"]
 
 
 class ReportError(HfciError):
-    """Input the report cannot use: a missing file, corrupt JSON, an unknown schema."""
+    """Input the report cannot use: no input at all, a file of another schema, a missing baseline."""
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -59,37 +77,39 @@ class Source:
     """One input file: a results file of a run, or a baseline (outcomes only, no messages)."""
 
     path: Path
-    kind: str
+    kind: SourceKind
     device: str
     fingerprint: str
     records: list[Record]
     complete: bool = True
+    # The transformers release the source was run with ("" where it does not say): a known
+    # failure is matched against that release, not against the one installed where the report runs.
+    transformers: str = ""
 
+    @classmethod
+    def from_results(cls, results: ResultsFile) -> Source:
+        """A results file, as read by the one results reader."""
+        env = results.meta.get("environment")
+        version = env.get("transformers") if isinstance(env, Mapping) else None
+        return cls(
+            results.path,
+            "results",
+            results.device,
+            results.fingerprint,
+            results.records,
+            results.complete,
+            str(version or ""),
+        )
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no such file or directory") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(payload, dict):
-        raise ReportError(f"{path}: expected a JSON object, found {type(payload).__name__}")
-    return payload
-
-
-def _results_source(path: Path, payload: Mapping[str, Any]) -> Source:
-    rows = payload.get("records")
-    if not isinstance(rows, list):
-        raise ReportError(f"{path}: a results file without a 'records' list")
-    try:
-        records = [Record(**row) for row in rows]
-    except TypeError as error:
-        raise ReportError(f"{path}: a record does not match {RESULTS_SCHEMA} ({error})") from None
-    device = str(payload.get("device") or (records[0].device if records else "?"))
-    # A checkpoint, or a run stopped early: what it holds is true, but its selection is not all there.
-    complete = payload.get("complete", True) is not False
-    return Source(path, "results", device, str(payload.get("fingerprint", "")), records, complete)
+    def to_dict(self) -> dict[str, Any]:
+        """The source as the report's JSON lists it."""
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "complete": self.complete,
+            "device": self.device,
+            "fingerprint": self.fingerprint,
+        }
 
 
 def known_failure_reason(record: Record, transformers_version: str) -> str:
@@ -100,24 +120,16 @@ def known_failure_reason(record: Record, transformers_version: str) -> str:
     return str(entry.get("reason", "")) if entry else ""
 
 
-def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -> Source:
-    baseline = baselines.load(path) or baselines.Baseline(path.stem)
-    device = baseline.device
-    fingerprint = baseline.fingerprint
-    env = baseline.environment
-    when = ", ".join(x for x in (env.get("date"), env.get("commit") and f"commit {env['commit']}") if x)
-    # Known failures are matched against the release the baseline was measured with.
-    version = str(env.get("transformers") or catalog.transformers_version)
+def _baseline_records(key: str, entry: baselines.CaseEntry, device: str, catalog: Catalog) -> list[Record]:
+    """One baseline entry (``case`` or ``case@runner``) as records, one per check."""
+    case, _, runner = key.partition("@")
+    model_type, _, head = case.partition("/")
+    info = catalog.records.get(model_type)
     records = []
-    for key, entry in baseline.cases.items():
-        case, _, runner = key.partition("@")
-        model_type, _, head = case.partition("/")
-        record = catalog.records.get(model_type)
-        checks = entry.checks
-        first = True
-        for check, outcome in checks.items():
-            perf = entry.perf if check == "benchmark" else None
-            row = Record(
+    for index, (check, outcome) in enumerate(entry.checks.items()):
+        perf = entry.perf if check == "benchmark" else None
+        records.append(
+            Record(
                 case=case,
                 model_type=model_type,
                 head=head,
@@ -125,49 +137,88 @@ def _baseline_source(path: Path, payload: Mapping[str, Any], catalog: Catalog) -
                 check=check,
                 outcome=str(outcome),
                 # The case's duration once, on its first check, so totals stay right.
-                duration=float(entry.duration or 0) if first else 0.0,
-                category=record.category if record else "",
-                tier=record.tier if record else "",
+                duration=float(entry.duration or 0) if index == 0 else 0.0,
+                category=info.category if info else "",
+                tier=info.tier if info else "",
                 metrics={"perf": perf} if perf else None,
                 runner=runner or "eager",
             )
-            if row.outcome != "passed":
-                # Baselines keep outcomes, not messages: the known failure's reason, or where to look.
-                reason = known_failure_reason(row, version) or (
-                    f"{check} {outcome} in baseline {fingerprint}"
-                    + (f" ({when})" if when else "")
-                    + "; baselines keep outcomes only, the message is in that run's results"
-                )
-                row = replace(row, reason=reason)
-            records.append(row)
-            first = False
-    return Source(path, "baseline", device, fingerprint, records)
+        )
+    return records
+
+
+def _baseline_source(path: Path, catalog: Catalog) -> Source:
+    baseline = baselines.load(path)
+    if baseline is None:
+        raise ReportError(f"{path}: no such baseline file")
+    env = baseline.environment
+    when = ", ".join(x for x in (env.get("date"), env.get("commit") and f"commit {env['commit']}") if x)
+    where = f"baseline {baseline.fingerprint}" + (f" ({when})" if when else "")
+    # Known failures are matched against the release the baseline was measured with.
+    version = str(env.get("transformers") or catalog.transformers_version)
+    records = []
+    for key, entry in baseline.cases.items():
+        try:
+            rows = _baseline_records(key, entry, baseline.device, catalog)
+        except (TypeError, ValueError) as error:
+            raise ReportError(f"{path}: case {key!r} is malformed ({error})") from None
+        # Baselines keep outcomes, not messages: the known failure's reason, or where to look.
+        records += [
+            row
+            if row.outcome == Outcome.PASSED
+            else replace(
+                row,
+                reason=known_failure_reason(row, version)
+                or f"{row.check} {row.outcome} in {where}; baselines keep outcomes only, "
+                "the message is in that run's results",
+            )
+            for row in rows
+        ]
+    return Source(
+        path,
+        "baseline",
+        baseline.device,
+        baseline.fingerprint,
+        records,
+        transformers=str(env.get("transformers") or ""),
+    )
+
+
+_UNREADABLE = object()
+
+
+def _declared_schema(path: Path) -> Any:
+    """The schema a JSON object declares, only to hand the file to its reader (which validates it)."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return _UNREADABLE
+    return payload.get("schema") if isinstance(payload, dict) else _UNREADABLE
+
+
+def read_source(path: Path, catalog: Catalog | None = None) -> Source:
+    """One results or baseline file, told apart by its schema; anything unusable is one clear error."""
+    schema = _declared_schema(path)
+    if schema == baselines.SCHEMA:
+        return _baseline_source(path, catalog or load_catalog())
+    if schema is _UNREADABLE or schema == RESULTS_SCHEMA:
+        # The results reader says what is wrong with a file that is not even a JSON object.
+        return Source.from_results(read_results_file(path))
+    raise ReportError(
+        f"{path}: unknown schema {schema!r}; expected {RESULTS_SCHEMA!r} (a results file) "
+        f"or {baselines.SCHEMA!r} (a baseline)"
+    )
 
 
 def load_sources(paths: Iterable[str | Path], catalog: Catalog | None = None) -> list[Source]:
     """Every results or baseline file named, or found under a named directory."""
     files: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(path.rglob("results-*.json"))
-            if not found:
-                raise ReportError(f"{path}: no results-*.json files under this directory")
-            files += found
-        else:
-            files.append(path)
-    sources = []
-    for path in files:
-        payload = _read_json(path)
-        schema = payload.get("schema")
-        if schema == RESULTS_SCHEMA:
-            sources.append(_results_source(path, payload))
-        elif schema == baselines.SCHEMA:
-            sources.append(_baseline_source(path, payload, catalog or load_catalog()))
-        else:
-            raise ReportError(
-                f"{path}: unknown schema {schema!r}; expected {RESULTS_SCHEMA!r} (a results file) "
-                f"or {baselines.SCHEMA!r} (a baseline)"
-            )
+        found = results_files([path])
+        if path.is_dir() and not found:
+            raise ReportError(f"{path}: no results-*.json files under this directory")
+        files += found
+    sources = [read_source(path, catalog) for path in files]
     if not sources:
         raise ReportError("no results or baseline files given")
     return sources
@@ -201,7 +252,7 @@ def comparison_baselines(
     return chosen, notes
 
 
-# -- the model of the report ---------------------------------------------------------------------
+# -- one case on one device ----------------------------------------------------------------------
 
 
 @dataclass
@@ -212,8 +263,8 @@ class CaseResult:
     model_type: str
     head: str
     device: str
-    status: str
-    checks: dict[str, str] = field(default_factory=dict)
+    status: Outcome | Status
+    checks: dict[str, Outcome] = field(default_factory=dict)
     reason: str = ""
     duration: float = 0.0
     latency: float | None = None
@@ -226,30 +277,35 @@ def check_name(record: Record) -> str:
 
 
 def _check_key(check: str) -> tuple[int, str]:
-    return (CHECK_ORDER.index(check) if check in CHECK_ORDER else len(CHECK_ORDER), check)
+    # A runner's check (parity@sdpa) is none of CHECKS: after them, by name.
+    return (CHECKS.index(check) if check in CHECKS else len(CHECKS), check)
 
 
-def case_status(records: Sequence[Record]) -> tuple[str, str]:
+def case_status(
+    records: Sequence[Record], transformers_version: str | None = None
+) -> tuple[Outcome | Status, str]:
     """A case's status from its checks' outcomes (a failure outweighs all), with the reason.
 
     Skipped checks beside passing ones (a head with no pipeline task) leave the case passing.
+    ``transformers_version`` is the release the records were run with (default: the installed
+    one); an expected failure without a message takes the reason models.toml gives for it.
     """
     ordered = sorted(records, key=lambda r: _check_key(check_name(r)))
-    for outcome, status in (("failed", "failed"), ("xfailed", "xfailed")):
-        hit = [r for r in ordered if r.outcome == outcome]
-        if hit:
-            return status, _reason_of(hit[0])
-    if any(r.outcome in ("passed", "xpassed") for r in ordered):
-        return "passed", ""
+    for outcome in (Outcome.FAILED, Outcome.XFAILED):
+        hit = next((r for r in ordered if r.outcome == outcome), None)
+        if hit is not None:
+            return outcome, _reason_of(hit, transformers_version)
+    if any(r.outcome in (Outcome.PASSED, Outcome.XPASSED) for r in ordered):
+        return Outcome.PASSED, ""
     if ordered:
-        return "skipped", _reason_of(ordered[0])
-    return "missing", "no check of this case has a result"
+        return Outcome.SKIPPED, _reason_of(ordered[0], transformers_version)
+    return Status.MISSING, "no check of this case has a result"
 
 
-def _reason_of(record: Record) -> str:
+def _reason_of(record: Record, transformers_version: str | None) -> str:
     reason = record.reason.strip()
-    if not reason and record.outcome == "xfailed":
-        reason = known_failure_reason(record, load_catalog().transformers_version)
+    if not reason and record.outcome == Outcome.XFAILED:
+        reason = known_failure_reason(record, transformers_version or load_catalog().transformers_version)
     if not reason:
         reason = f"{record.outcome}; the results file recorded no message"
     return f"{check_name(record)}: {reason}"
@@ -264,10 +320,26 @@ def _latency(records: Iterable[Record]) -> float | None:
     return None
 
 
-def _not_run_reason(record: ModelRecord) -> str:
-    from hfci import data
+def _case_result(records: Sequence[Record], transformers_version: str) -> CaseResult:
+    """The records of one (case, device), as the report shows them."""
+    first = records[0]
+    status, reason = case_status(records, transformers_version)
+    return CaseResult(
+        case=first.case,
+        model_type=first.model_type,
+        head=first.head,
+        device=first.device,
+        status=status,
+        checks={check_name(r): r.outcome for r in sorted(records, key=lambda r: _check_key(check_name(r)))},
+        reason=reason,
+        duration=round(sum(r.duration for r in records), 4),
+        latency=_latency(records),
+        fixed=[check_name(r) for r in records if r.outcome == Outcome.XPASSED],
+    )
 
-    skip = data.load("models").get(record.model_type, {}).get("skip")
+
+def _not_run_reason(record: ModelRecord) -> str:
+    skip = data.model_entry(record.model_type).get("skip")
     if skip:
         return f"skipped by models.toml: {skip}"
     return "no result: outside this run's selection, or its shard did not finish"
@@ -276,6 +348,9 @@ def _not_run_reason(record: ModelRecord) -> str:
 def _config_only_reason(record: ModelRecord, catalog: Catalog) -> str:
     parents = sorted(r.model_type for r in catalog if r.has_model and r.module == record.module)
     return CONFIG_ONLY + (f" (a sub-config of {', '.join(parents[:3])})" if parents else "")
+
+
+# -- the model of the report ---------------------------------------------------------------------
 
 
 @dataclass
@@ -303,11 +378,12 @@ class Report:
         out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
         for case in self.cases:
             cell = out[self.model_types[case.model_type]["category"]][case.device]
-            cell[0] += case.status == "passed"
+            cell[0] += case.status == Outcome.PASSED
             cell[1] += 1
         return {c: {d: (p, t) for d, (p, t) in row.items()} for c, row in out.items()}
 
     def latencies(self) -> dict[str, list[float]]:
+        """Device -> the benchmark latency medians of its cases (seconds): the chart's box plot."""
         out: dict[str, list[float]] = defaultdict(list)
         for case in self.cases:
             if case.latency is not None:
@@ -315,21 +391,12 @@ class Report:
         return dict(out)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as its JSON file holds it."""
         payload = asdict(self)
         payload["schema"] = SCHEMA
         payload["skipped_checks"] = [{"reason": r, "count": n} for r, n in self.skipped_checks]
         payload["totals"] = self.groups["all"].get("all", {})
         return payload
-
-
-def _record_row(record: Record, **extra: Any) -> dict[str, Any]:
-    return {
-        "case": record.case,
-        "device": record.device,
-        "check": record.check,
-        "reason": record.reason,
-        **extra,
-    }
 
 
 def build(
@@ -347,76 +414,110 @@ def build(
     without a result are gaps too, so a shard that never reported cannot hide.
     """
     wanted = {r.model_type for r in selection} if selection is not None else None
-    records = [r for s in sources for r in s.records if wanted is None or r.model_type in wanted]
-    by_case: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    for record in records:
-        by_case[(record.case, record.device)].append(record)
+    held = [(s, r) for s in sources for r in s.records if wanted is None or r.model_type in wanted]
+    records = [r for _, r in held]
+    devices = _devices(sources, records)
+    cases = _case_results(held)
+    universe = _universe(catalog, cases, scope, selection, wanted)
+    if scope == "catalog":
+        cases = _with_missing_cases(cases, universe, devices)
+    model_types = _model_types(universe, cases, records, catalog)
+    new_failures, newly_fixed = _baseline_changes(compare or {}, records)
+    return Report(
+        sources=[s.to_dict() for s in sources],
+        transformers=catalog.transformers_version,
+        scope=scope,
+        devices=devices,
+        cases=cases,
+        model_types=model_types,
+        gaps=_gaps(cases, model_types, catalog),
+        groups=_groups(cases, model_types),
+        new_failures=new_failures,
+        newly_fixed=newly_fixed,
+        regressions=[record_row(r, detail=d) for r, d in verdicts(records, "regression")],
+        improvements=[record_row(r, detail=d) for r, d in verdicts(records, "improvement")],
+        skipped_checks=_skipped_in_passing(cases, records),
+        baseline_notes=list(baseline_notes),
+        runners=runner_parity(records),
+    )
+
+
+def _devices(sources: Sequence[Source], records: Sequence[Record]) -> list[str]:
+    """The devices of the records, and of every results file (an empty run is still a column)."""
     devices = sorted({r.device for r in records} | {s.device for s in sources if s.kind == "results"})
-    devices = [d for d in devices if d != "?"] or sorted({s.device for s in sources})
+    # "?": a results file that names no device and has no record to name one.
+    return [d for d in devices if d != "?"] or sorted({s.device for s in sources})
 
-    cases: list[CaseResult] = []
-    for (case, device), mine in sorted(by_case.items()):
-        status, reason = case_status(mine)
-        cases.append(
-            CaseResult(
-                case=case,
-                model_type=mine[0].model_type,
-                head=mine[0].head,
-                device=device,
-                status=status,
-                checks={
-                    check_name(r): r.outcome for r in sorted(mine, key=lambda r: _check_key(check_name(r)))
-                },
-                reason=reason,
-                duration=round(sum(r.duration for r in mine), 4),
-                latency=_latency(mine),
-                fixed=[check_name(r) for r in mine if r.outcome == "xpassed"],
-            )
-        )
 
-    # Which model types the report is about.
+def _case_results(held: Sequence[tuple[Source, Record]]) -> list[CaseResult]:
+    """One result per (case, device), from the records the sources hold, sorted."""
+    by_case: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    # A case's records come from one source in practice (a device's shards hold other cases).
+    versions: dict[tuple[str, str], str] = {}
+    for source, record in held:
+        by_case[(record.case, record.device)].append(record)
+        versions.setdefault((record.case, record.device), source.transformers)
+    return [_case_result(by_case[key], versions[key]) for key in sorted(by_case)]
+
+
+def _universe(
+    catalog: Catalog,
+    cases: Sequence[CaseResult],
+    scope: str,
+    selection: Sequence[ModelRecord] | None,
+    wanted: set[str] | None,
+) -> list[ModelRecord]:
+    """The model types the report is about (see :func:`build` for the two scopes)."""
+    if scope == "catalog":
+        return list(selection) if selection is not None else list(catalog)
     present = {c.model_type for c in cases}
     modules = {catalog.records[m].module for m in present if m in catalog.records}
-    if scope == "catalog":
-        universe = list(selection) if selection is not None else list(catalog)
-    else:
-        universe = [
-            r for r in catalog if r.model_type in present or (not r.has_model and r.module in modules)
-        ]
-        if wanted is not None:
-            universe = [r for r in universe if r.model_type in wanted]
-    gaps: list[dict[str, Any]] = []
-    if scope == "catalog":
-        seen = {(c.case, c.device) for c in cases}
-        for record in universe:
-            if not record.has_model:
-                continue
-            for head in record.heads:
-                for device in devices:
-                    case = f"{record.model_type}/{head.name}"
-                    if (case, device) not in seen:
-                        cases.append(
-                            CaseResult(
-                                case,
-                                record.model_type,
-                                head.name,
-                                device,
-                                "missing",
-                                {},
-                                _not_run_reason(record),
-                            )
-                        )
-        cases.sort(key=lambda c: (c.case, c.device))
+    universe = [r for r in catalog if r.model_type in present or (not r.has_model and r.module in modules)]
+    return [r for r in universe if wanted is None or r.model_type in wanted]
 
-    model_types: dict[str, dict[str, Any]] = {}
+
+def _with_missing_cases(
+    cases: Sequence[CaseResult], universe: Sequence[ModelRecord], devices: Sequence[str]
+) -> list[CaseResult]:
+    """``cases`` and every head of the universe on every device that has no result, sorted."""
+    seen = {(c.case, c.device) for c in cases}
+    missing = []
     for record in universe:
-        model_types[record.model_type] = {
-            "category": record.category,
-            "family": record.family,
-            "tier": record.tier,
-            "config_only": not record.has_model,
-            "heads": [h.name for h in record.heads],
-        }
+        if not record.has_model:
+            continue
+        for head in record.heads:
+            for device in devices:
+                case = f"{record.model_type}/{head.name}"
+                if (case, device) not in seen:
+                    missing.append(
+                        CaseResult(
+                            case,
+                            record.model_type,
+                            head.name,
+                            device,
+                            Status.MISSING,
+                            {},
+                            _not_run_reason(record),
+                        )
+                    )
+    return sorted([*cases, *missing], key=lambda c: (c.case, c.device))
+
+
+def _model_type_info(record: ModelRecord) -> dict[str, Any]:
+    return {
+        "category": record.category,
+        "family": record.family,
+        "tier": record.tier,
+        "config_only": not record.has_model,
+        "heads": [h.name for h in record.heads],
+    }
+
+
+def _model_types(
+    universe: Sequence[ModelRecord], cases: Sequence[CaseResult], records: Sequence[Record], catalog: Catalog
+) -> dict[str, dict[str, Any]]:
+    """Model type -> its category, family, tier and heads; for the universe and every case's."""
+    model_types = {record.model_type: _model_type_info(record) for record in universe}
     for case in cases:
         if case.model_type not in model_types:
             # A model type this transformers does not know (results of another version).
@@ -428,341 +529,151 @@ def build(
                 "config_only": False,
                 "heads": sorted({c.head for c in cases if c.model_type == case.model_type}),
             }
+    return model_types
 
-    for model_type, info in sorted(model_types.items()):
-        if info["config_only"]:
-            gaps.append(
-                {
-                    "model_type": model_type,
-                    "case": None,
-                    "device": None,
-                    "status": "config-only",
-                    "reason": _config_only_reason(catalog.records[model_type], catalog),
-                }
-            )
-    for case in cases:
-        if case.status != "passed":
-            gaps.append(
-                {
-                    "model_type": case.model_type,
-                    "case": case.case,
-                    "device": case.device,
-                    "status": case.status,
-                    "reason": case.reason,
-                }
-            )
-    gaps.sort(
-        key=lambda g: (
-            STATUSES.index(g["status"]) if g["status"] in STATUSES else 9,
-            g["model_type"],
-            g["case"] or "",
-            g["device"] or "",
-        )
-    )
 
-    groups = _groups(cases, model_types)
+def _gap_key(gap: Mapping[str, Any]) -> tuple[int, str, str, str]:
+    # Worst first; a config-only model type, which has nothing to run, after every case.
+    status = STATUSES.index(gap["status"]) if gap["status"] in STATUSES else len(STATUSES)
+    return (status, gap["model_type"], gap["case"] or "", gap["device"] or "")
 
-    compare = compare or {}
-    fresh, fixed = [], []
+
+def _gaps(
+    cases: Sequence[CaseResult], model_types: Mapping[str, Mapping[str, Any]], catalog: Catalog
+) -> list[dict[str, Any]]:
+    """Every config-only model type and every case not passing, with its reason, worst first."""
+    config_only = [
+        {
+            "model_type": model_type,
+            "case": None,
+            "device": None,
+            "status": Status.CONFIG_ONLY,
+            "reason": _config_only_reason(catalog.records[model_type], catalog),
+        }
+        for model_type, info in sorted(model_types.items())
+        if info["config_only"]
+    ]
+    failing = [
+        {
+            "model_type": case.model_type,
+            "case": case.case,
+            "device": case.device,
+            "status": case.status,
+            "reason": case.reason,
+        }
+        for case in cases
+        if case.status != Outcome.PASSED
+    ]
+    return sorted(config_only + failing, key=_gap_key)
+
+
+def _baseline_changes(
+    compare: Mapping[str, Mapping[str, Any]], records: Sequence[Record]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The checks that newly fail, and those newly fixed, against each device's baseline."""
+    fresh: list[dict[str, Any]] = []
+    fixed: list[dict[str, Any]] = []
     for device, baseline in compare.items():
         mine = [r for r in records if r.device == device]
-        fresh += [_record_row(r) for r in baselines.new_failures(baseline, mine)]
-        fixed += [_record_row(r, outcome=r.outcome) for r in baselines.newly_fixed(baseline, mine)]
-    regressions = [_record_row(r, detail=d) for r, d in verdicts(records, "regression")]
-    improvements = [_record_row(r, detail=d) for r, d in verdicts(records, "improvement")]
-    passing = {(c.case, c.device) for c in cases if c.status == "passed"}
-    skipped_checks = Counter(
+        fresh += [record_row(r) for r in baselines.new_failures(baseline, mine)]
+        fixed += [record_row(r, outcome=r.outcome) for r in baselines.newly_fixed(baseline, mine)]
+    return fresh, fixed
+
+
+def _skipped_in_passing(cases: Sequence[CaseResult], records: Sequence[Record]) -> list[tuple[str, int]]:
+    """Skip reasons of the checks skipped inside passing cases, most frequent first."""
+    passing = {(c.case, c.device) for c in cases if c.status == Outcome.PASSED}
+    return Counter(
         r.reason or "no reason recorded"
         for r in records
-        if r.outcome == "skipped" and (r.case, r.device) in passing
+        if r.outcome == Outcome.SKIPPED and (r.case, r.device) in passing
     ).most_common()
-    return Report(
-        sources=[
-            {
-                "path": str(s.path),
-                "kind": s.kind,
-                "complete": s.complete,
-                "device": s.device,
-                "fingerprint": s.fingerprint,
-            }
-            for s in sources
-        ],
-        transformers=catalog.transformers_version,
-        scope=scope,
-        devices=devices,
-        cases=cases,
-        model_types=model_types,
-        gaps=gaps,
-        groups=groups,
-        new_failures=fresh,
-        newly_fixed=fixed,
-        regressions=regressions,
-        improvements=improvements,
-        skipped_checks=skipped_checks,
-        baseline_notes=list(baseline_notes),
-        runners=runner_parity(records),
-    )
+
+
+def _parity_row(counts: Mapping[Outcome, int]) -> dict[str, Any]:
+    # A skip (no sdpa support, a missing package) is counted but not held against the runner.
+    tried = sum(counts[o] for o in (Outcome.PASSED, Outcome.FAILED, Outcome.XFAILED, Outcome.XPASSED))
+    return {
+        "cases": sum(counts.values()),
+        **{o: counts[o] for o in Outcome},
+        "pass_rate": round(counts[Outcome.PASSED] / tried, 4) if tried else None,
+    }
 
 
 def runner_parity(records: Iterable[Record]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Runner -> category (and 'all') -> parity outcomes against eager, with the pass rate.
+    """Runner -> category (and 'all', last) -> parity outcomes against eager, with the pass rate.
 
-    The rate is over the cases the runner was tried on: a skip (no sdpa support, a missing
-    package) is counted but not held against it.
+    The rate is over the cases the runner was tried on: a skip is counted but not held against it.
     """
-    table: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+    table: dict[str, dict[str, Counter[Outcome]]] = defaultdict(lambda: defaultdict(Counter))
     for record in records:
         if record.runner != "eager" and record.check == "parity":
             for group in (record.category or "other", "all"):
                 table[record.runner][group][record.outcome] += 1
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for runner, groups in sorted(table.items()):
-        out[runner] = {}
-        for group, counts in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0])):
-            tried = sum(counts[o] for o in ("passed", "failed", "xfailed", "xpassed"))
-            out[runner][group] = {
-                "cases": sum(counts.values()),
-                **{o: counts[o] for o in ("passed", "failed", "xfailed", "xpassed", "skipped")},
-                "pass_rate": round(counts["passed"] / tried, 4) if tried else None,
-            }
-    return out
+    return {
+        runner: {
+            group: _parity_row(counts)
+            for group, counts in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0]))
+        }
+        for runner, groups in sorted(table.items())
+    }
+
+
+def _group_row() -> dict[str, Any]:
+    return {"model_types": 0, "config_only": 0, "cases": 0, **dict.fromkeys(STATUSES, 0), "pass_rate": None}
+
+
+def _group_table(
+    axis: str, cases: Sequence[CaseResult], model_types: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """One axis (category, family, tier, or 'all'): its rows by name, sorted."""
+    table: dict[str, dict[str, Any]] = defaultdict(_group_row)
+    for info in model_types.values():
+        row = table["all" if axis == "all" else info[axis]]
+        row["model_types"] += 1
+        row["config_only"] += bool(info["config_only"])
+    for case in cases:
+        row = table["all" if axis == "all" else model_types[case.model_type][axis]]
+        row["cases"] += 1
+        row[case.status] += 1
+    for row in table.values():
+        row["pass_rate"] = round(row[Outcome.PASSED] / row["cases"], 4) if row["cases"] else None
+    return dict(sorted(table.items()))
 
 
 def _groups(
     cases: Sequence[CaseResult], model_types: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """By category, family and tier (and 'all'): model types, config-only ones, case statuses, pass rate."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for axis in ("category", "family", "tier", "all"):
-        table: dict[str, dict[str, Any]] = {}
-
-        def row(name: str, table: dict[str, dict[str, Any]] = table) -> dict[str, Any]:
-            return table.setdefault(
-                name,
-                {
-                    "model_types": 0,
-                    "config_only": 0,
-                    "cases": 0,
-                    **dict.fromkeys(STATUSES, 0),
-                    "pass_rate": None,
-                },
-            )
-
-        for info in model_types.values():
-            entry = row("all" if axis == "all" else info[axis])
-            entry["model_types"] += 1
-            entry["config_only"] += bool(info["config_only"])
-        for case in cases:
-            entry = row("all" if axis == "all" else model_types[case.model_type][axis])
-            entry["cases"] += 1
-            entry[case.status] += 1
-        for entry in table.values():
-            entry["pass_rate"] = round(entry["passed"] / entry["cases"], 4) if entry["cases"] else None
-        out[axis] = dict(sorted(table.items()))
-    return out
-
-
-# -- markdown ------------------------------------------------------------------------------------
-
-
-def _cell(text: Any, limit: int = 300) -> str:
-    """Text safe inside a markdown table cell: one line, pipes escaped, long messages cut."""
-    text = " ".join(str(text).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.replace("|", "\\|")
-
-
-def _percent(rate: float | None) -> str:
-    return "—" if rate is None else f"{rate:.1%}"
-
-
-def _source_kind(source: Mapping[str, Any]) -> str:
-    if source.get("complete", True):
-        return str(source["kind"])
-    return (
-        f"{source['kind']}, **partial**: its run stopped before the end, so a missing case may not have run"
-    )
-
-
-def markdown(report: Report, chart: str | None = CHART_NAME, chart_note: str = "") -> str:
-    """The report as markdown: news first (new failures, regressions), then counts, gaps, matrix."""
-    total = report.groups["all"].get("all") or {"cases": 0, "passed": 0, "model_types": 0, "pass_rate": None}
-    lines = [
-        "# hfci model coverage",
-        "",
-        f"transformers {report.transformers} · devices: {', '.join(report.devices) or 'none'} · "
-        f"{total['model_types']} model types, {total['cases']} cases (model type × head × device), "  # noqa: RUF001
-        f"**{total['passed']} passing ({_percent(total['pass_rate'])})** · scope: {report.scope}",
-        "",
-        "Sources: " + ", ".join(f"`{s['path']}` ({_source_kind(s)})" for s in report.sources),
-    ]
-    if report.baseline_notes:
-        lines += ["", "Compared with: " + "; ".join(report.baseline_notes)]
-    if chart:
-        lines += ["", f"![pass rate by category and device; latency per device]({chart})"]
-    elif chart_note:
-        lines += ["", chart_note]
-
-    def records_table(title: str, rows: Sequence[Mapping[str, Any]], column: str) -> None:
-        if not rows:
-            return
-        lines.extend(
-            [
-                "",
-                f"## {title} ({len(rows)})",
-                "",
-                f"| case | device | check | {column} |",
-                "|---|---|---|---|",
-            ]
-        )
-        lines.extend(
-            f"| `{r['case']}` | {r['device']} | {r['check']} | {_cell(r.get(column.lower()) or r.get('reason', ''))} |"
-            for r in rows
-        )
-
-    if report.baseline_notes or report.new_failures or report.newly_fixed:
-        if not report.new_failures:
-            lines += ["", "## New failures (0)", "", "No check that passed in the baseline fails now."]
-        records_table("New failures against the baseline", report.new_failures, "Reason")
-        records_table("Newly fixed against the baseline", report.newly_fixed, "Outcome")
-    records_table("Performance regressions", report.regressions, "Detail")
-    records_table("Performance improvements", report.improvements, "Detail")
-    fixed = [c for c in report.cases if c.fixed]
-    if fixed:
-        lines += [
-            "",
-            f"## Known failures that now pass ({len(fixed)})",
-            "",
-            "Remove their `models.toml` entries.",
-            "",
-        ]
-        lines += [f"- `{c.case}` [{c.device}]: {', '.join(c.fixed)}" for c in fixed]
-
-    # Every status that occurs, and always passed and failed, so that tables keep their shape.
-    shown = [
-        s
-        for s in DISPLAY
-        if s in ("passed", "failed") or any(g.get(s) for t in report.groups.values() for g in t.values())
-    ]
-    for axis in ("category", "family", "tier"):
-        lines += [
-            "",
-            f"## By {axis}",
-            "",
-            f"| {axis} | model types | config only | cases | "
-            + " | ".join(LABELS[s] for s in shown)
-            + " | pass rate |",
-            "|---|" + "---:|" * (len(shown) + 4),
-        ]
-        for name, row in report.groups[axis].items():
-            cells = " | ".join(str(row[s]) for s in shown)
-            lines.append(
-                f"| {name} | {row['model_types']} | {row['config_only']} | {row['cases']} | {cells} | {_percent(row['pass_rate'])} |"
-            )
-
-    if report.runners:
-        lines += [
-            "",
-            "## Runner parity against eager",
-            "",
-            "Pass rate: of the cases each runner was tried on (skips are cases it does not apply to).",
-            "",
-            "| runner | category | cases | passed | failed | expected failure | skipped | pass rate |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for runner, groups in report.runners.items():
-            lines += [
-                f"| {runner} | {group} | {row['cases']} | {row['passed']} | {row['failed']} | "
-                f"{row['xfailed']} | {row['skipped']} | {_percent(row['pass_rate'])} |"
-                for group, row in groups.items()
-            ]
-
-    lines += ["", f"## Gaps ({len(report.gaps)})", ""]
-    if report.gaps:
-        counts = Counter(g["status"] for g in report.gaps)
-        lines += [", ".join(f"{n} {LABELS.get(s, s)}" for s, n in counts.most_common()), ""]
-        lines += ["| model type | case | device | status | reason |", "|---|---|---|---|---|"]
-        lines += [
-            f"| {g['model_type']} | {'`' + g['case'] + '`' if g['case'] else '—'} | {g['device'] or '—'} | "
-            f"{LABELS.get(g['status'], g['status'])} | {_cell(g['reason'])} |"
-            for g in report.gaps
-        ]
-    else:
-        lines.append("Every case passes.")
-    if report.skipped_checks:
-        lines += ["", "## Checks skipped inside passing cases", "", "| checks | reason |", "|---:|---|"]
-        lines += [f"| {n} | {_cell(reason)} |" for reason, n in report.skipped_checks[:30]]
-
-    lines += [
-        "",
-        "## Architectures × heads × devices",  # noqa: RUF001
-        "",
-        "✅ passed · ❌ failed · 🟡 expected failure · ⏭️ skipped · ❔ no result; "
-        "a gap names the check it comes from (the first of: " + ", ".join(CHECK_ORDER) + ")",
-        "",
-        "| model type | head | " + " | ".join(report.devices) + " |",
-        "|---|---|" + "---|" * len(report.devices),
-    ]
-    grid: dict[tuple[str, str], dict[str, CaseResult]] = defaultdict(dict)
-    for case in report.cases:
-        grid[(case.model_type, case.head)][case.device] = case
-    rows = sorted(set(grid) | {(m, "") for m, info in report.model_types.items() if info["config_only"]})
-    for model_type, head in rows:
-        if not head:
-            lines.append(f"| {model_type} | — | " + " | ".join("config only" for _ in report.devices) + " |")
-            continue
-        cells = []
-        for device in report.devices:
-            case = grid[(model_type, head)].get(device)
-            if case is None:
-                cells.append("")
-            elif case.status in ("passed", "missing"):
-                cells.append(SYMBOLS[case.status])
-            else:
-                # The check the status comes from, so the cell says where it broke.
-                cells.append(f"{SYMBOLS[case.status]} {case.reason.split(':', 1)[0]}")
-        lines.append(f"| {model_type} | {head} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def truncate(text: str, limit: int = SUMMARY_LIMIT) -> str:
-    """``text`` cut at a line boundary to fit ``limit`` UTF-8 bytes, with a line saying so."""
-    data = text.encode("utf-8")
-    if len(data) <= limit:
-        return text
-    note = (
-        f"\n\n> **Truncated**: this report is {len(data):,} bytes, over GitHub's 1 MiB job-summary "
-        "limit; the rest is in the `hfci-report` artifact (report.md, report.json).\n"
-    )
-    cut = data[: limit - len(note.encode("utf-8"))].decode("utf-8", errors="ignore")
-    return cut[: cut.rfind("\n") + 1 if "\n" in cut else len(cut)] + note
+    return {axis: _group_table(axis, cases, model_types) for axis in ("category", "family", "tier", "all")}
 
 
 # -- GitHub --------------------------------------------------------------------------------------
 
 
+def _failure_annotations(report: Report) -> list[github.Annotation]:
+    """The failing cases, those failing anew against the baseline first."""
+    new = {(r["case"], r["device"], r["check"]) for r in report.new_failures}
+
+    def is_new(case: CaseResult) -> bool:
+        return any((case.case, case.device, check) in new for check in case.checks)
+
+    failures = sorted(
+        (c for c in report.cases if c.status == Outcome.FAILED),
+        key=lambda c: (not is_new(c), c.case, c.device),
+    )
+    return [
+        github.Annotation(
+            c.reason, title=f"{c.case} [{c.device}]" + (" new failure" if is_new(c) else " failed")
+        )
+        for c in failures
+    ]
+
+
 def publish(report: Report, markdown_text: str) -> None:
     """The job summary (truncated under 1 MiB) and annotations: failures, then regressions."""
-    from hfci import github
-
     github.append_summary(truncate(markdown_text))
-    new = {(r["case"], r["device"], r["check"]) for r in report.new_failures}
-    failures = sorted(
-        (c for c in report.cases if c.status == "failed"),
-        key=lambda c: (not any((c.case, c.device, k) in new for k in c.checks), c.case, c.device),
-    )
-    github.annotate(
-        "error",
-        [
-            github.Annotation(
-                c.reason,
-                title=f"{c.case} [{c.device}]"
-                + (" new failure" if any((c.case, c.device, k) in new for k in c.checks) else " failed"),
-            )
-            for c in failures
-        ],
-    )
+    github.annotate("error", _failure_annotations(report))
     github.annotate(
         "warning",
         [
