@@ -29,6 +29,7 @@ from hfci.errors import HfciError
 from hfci.report_sections import CHART_NAME, SUMMARY_LIMIT, Status, markdown, record_row, truncate
 from hfci.results import CHECKS, Outcome, Record, ResultsFile, read_results_file, results_files, verdicts
 from hfci.results import SCHEMA as RESULTS_SCHEMA
+from hfci.selection import MODEL_OPTIONS, Selection, add_arguments
 
 __all__ = [
     "CHART_NAME",
@@ -689,10 +690,10 @@ def publish(report: Report, markdown_text: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``hfci report``: build the report of the sources, then print, write or publish it."""
     catalog = load_catalog()
-    selection = None
-    if args.category or args.family or args.tier or args.model:
-        selection = catalog.select(args.category, args.family, args.tier, args.model)
+    chosen = Selection.from_namespace(args, MODEL_OPTIONS)
+    selection = chosen.records(catalog) if chosen != Selection() else None
     sources = load_sources(args.sources or ["results"], catalog)
     compare, notes = comparison_baselines(args.baseline, sources)
     report = build(sources, catalog, compare, args.scope, selection, notes)
@@ -752,11 +753,5 @@ def add_command(sub: Any) -> None:
         default="run",
         help="run: the model types in the results; catalog: every selected model type, missing cases are gaps",
     )
-    for option, example in (
-        ("category", "text"),
-        ("family", "encoder-only"),
-        ("tier", "critical"),
-        ("model", "bert"),
-    ):
-        parser.add_argument(f"--{option}", action="append", default=[], help=f"only these, e.g. {example}")
+    add_arguments(parser, MODEL_OPTIONS)
     parser.set_defaults(func=cmd_report)

@@ -11,8 +11,8 @@ Validation lives here too: a bad value is one ``HfciError`` naming it and the va
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from hfci.catalog import CATEGORIES, TIERS, Catalog, ModelRecord
@@ -114,7 +114,6 @@ class Selection:
     runner: tuple[str, ...] = ()
     one_head: bool = False
     shard: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_values(cls, get: Callable[[str], Any], options: Iterable[Option] = OPTIONS) -> Selection:
