@@ -19,14 +19,24 @@ import json
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from hfci import baselines, data, github
+from hfci import baselines, chart, data, github
 from hfci.catalog import Catalog, ModelRecord, load_catalog
 from hfci.errors import HfciError
-from hfci.report_sections import CHART_NAME, SUMMARY_LIMIT, Status, markdown, record_row, truncate
+from hfci.report_sections import (
+    CHART_NAME,
+    SCHEMA,
+    SUMMARY_LIMIT,
+    CaseResult,
+    Report,
+    Status,
+    markdown,
+    record_row,
+    truncate,
+)
 from hfci.results import CHECKS, Outcome, Record, ResultsFile, read_results_file, results_files, verdicts
 from hfci.results import SCHEMA as RESULTS_SCHEMA
 from hfci.selection import MODEL_OPTIONS, Selection, add_arguments
@@ -57,7 +67,6 @@ __all__ = [
     "truncate",
 ]
 
-SCHEMA = "hfci-report/1"
 # The statuses of one case on one device, worst first: its checks' outcomes decide it (see
 # case_status), or the report's own Status.MISSING where the catalog expects a case no file has.
 STATUSES = (Outcome.FAILED, Outcome.XFAILED, Outcome.SKIPPED, Status.MISSING, Outcome.PASSED)
@@ -256,22 +265,6 @@ def comparison_baselines(
 # -- one case on one device ----------------------------------------------------------------------
 
 
-@dataclass
-class CaseResult:
-    """One case on one device: its status, each check's outcome, and why it is not passing."""
-
-    case: str
-    model_type: str
-    head: str
-    device: str
-    status: Outcome | Status
-    checks: dict[str, Outcome] = field(default_factory=dict)
-    reason: str = ""
-    duration: float = 0.0
-    latency: float | None = None
-    fixed: list[str] = field(default_factory=list)
-
-
 def check_name(record: Record) -> str:
     """The check as the report shows it: a runner's parity is ``parity@<runner>``, as in baselines."""
     return record.check if record.runner == "eager" else f"{record.check}@{record.runner}"
@@ -352,52 +345,6 @@ def _config_only_reason(record: ModelRecord, catalog: Catalog) -> str:
 
 
 # -- the model of the report ---------------------------------------------------------------------
-
-
-@dataclass
-class Report:
-    """Everything the markdown, the JSON and the chart show."""
-
-    sources: list[dict[str, Any]]
-    transformers: str
-    scope: str
-    devices: list[str]
-    cases: list[CaseResult]
-    model_types: dict[str, dict[str, Any]]
-    gaps: list[dict[str, Any]]
-    groups: dict[str, dict[str, dict[str, Any]]]
-    new_failures: list[dict[str, Any]]
-    newly_fixed: list[dict[str, Any]]
-    regressions: list[dict[str, Any]]
-    improvements: list[dict[str, Any]]
-    skipped_checks: list[tuple[str, int]]
-    baseline_notes: list[str]
-    runners: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-
-    def rates(self) -> dict[str, dict[str, tuple[int, int]]]:
-        """Category -> device -> (cases passing, cases): the chart's heatmap."""
-        out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-        for case in self.cases:
-            cell = out[self.model_types[case.model_type]["category"]][case.device]
-            cell[0] += case.status == Outcome.PASSED
-            cell[1] += 1
-        return {c: {d: (p, t) for d, (p, t) in row.items()} for c, row in out.items()}
-
-    def latencies(self) -> dict[str, list[float]]:
-        """Device -> the benchmark latency medians of its cases (seconds): the chart's box plot."""
-        out: dict[str, list[float]] = defaultdict(list)
-        for case in self.cases:
-            if case.latency is not None:
-                out[case.device].append(case.latency)
-        return dict(out)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as its JSON file holds it."""
-        payload = asdict(self)
-        payload["schema"] = SCHEMA
-        payload["skipped_checks"] = [{"reason": r, "count": n} for r, n in self.skipped_checks]
-        payload["totals"] = self.groups["all"].get("all", {})
-        return payload
 
 
 def build(
@@ -701,8 +648,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        from hfci import chart
-
         (out / "report.md").write_text(text, encoding="utf-8")
         (out / "report.json").write_text(_json(report), encoding="utf-8")
         chart.write(out / CHART_NAME, report.rates(), report.latencies())

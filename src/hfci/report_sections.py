@@ -1,32 +1,33 @@
-"""The report's markdown: one function per section, and the table helpers every section uses.
+"""The report's model (:class:`Report`, :class:`CaseResult`) and its markdown: one function per
+section, and the table helpers every section uses.
 
 ``hfci report`` puts the sections together (:func:`markdown`). The job summary of a model run
 (:mod:`hfci.github`) writes its two sections (:func:`outcomes_by_device`, :func:`failing_checks`)
 with the same helpers, from the records alone.
 
 This module imports nothing of hfci but :mod:`hfci.results`: the job summary needs neither the
-catalog nor baselines, and :mod:`hfci.report` imports its vocabulary from here without a cycle.
-That is also why the report's own statuses (:class:`Status`) are defined here.
+catalog nor baselines, and :mod:`hfci.report`, which builds the model, imports it from here.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hfci.results import CHECKS, Outcome, Record
-
-if TYPE_CHECKING:
-    from hfci.report import CaseResult, Report
 
 __all__ = [
     "CHART_NAME",
     "DISPLAY",
     "LABELS",
+    "SCHEMA",
     "SUMMARY_LIMIT",
     "SYMBOLS",
+    "CaseResult",
+    "Report",
     "Status",
     "baseline_changes",
     "cell",
@@ -85,6 +86,71 @@ SYMBOLS = {
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+SCHEMA = "hfci-report/1"
+
+
+@dataclass
+class CaseResult:
+    """One case on one device: its status, each check's outcome, and why it is not passing."""
+
+    case: str
+    model_type: str
+    head: str
+    device: str
+    status: Outcome | Status
+    checks: dict[str, Outcome] = field(default_factory=dict)
+    reason: str = ""
+    duration: float = 0.0
+    latency: float | None = None
+    fixed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """Everything the markdown, the JSON and the chart show."""
+
+    sources: list[dict[str, Any]]
+    transformers: str
+    scope: str
+    devices: list[str]
+    cases: list[CaseResult]
+    model_types: dict[str, dict[str, Any]]
+    gaps: list[dict[str, Any]]
+    groups: dict[str, dict[str, dict[str, Any]]]
+    new_failures: list[dict[str, Any]]
+    newly_fixed: list[dict[str, Any]]
+    regressions: list[dict[str, Any]]
+    improvements: list[dict[str, Any]]
+    skipped_checks: list[tuple[str, int]]
+    baseline_notes: list[str]
+    runners: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def rates(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """Category -> device -> (cases passing, cases): the chart's heatmap."""
+        out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        for case in self.cases:
+            cell = out[self.model_types[case.model_type]["category"]][case.device]
+            cell[0] += case.status == Outcome.PASSED
+            cell[1] += 1
+        return {c: {d: (p, t) for d, (p, t) in row.items()} for c, row in out.items()}
+
+    def latencies(self) -> dict[str, list[float]]:
+        """Device -> the benchmark latency medians of its cases (seconds): the chart's box plot."""
+        out: dict[str, list[float]] = defaultdict(list)
+        for case in self.cases:
+            if case.latency is not None:
+                out[case.device].append(case.latency)
+        return dict(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as its JSON file holds it."""
+        payload = asdict(self)
+        payload["schema"] = SCHEMA
+        payload["skipped_checks"] = [{"reason": r, "count": n} for r, n in self.skipped_checks]
+        payload["totals"] = self.groups["all"].get("all", {})
+        return payload
 
 
 def cell(text: Any, limit: int = 300) -> str:
