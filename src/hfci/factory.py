@@ -15,6 +15,7 @@ from typing import Any
 
 from hfci import data
 from hfci.catalog import ModelRecord
+from hfci.configs import int_list, is_config_dict, layer_count, nested_config_dicts, sub_configs
 
 SEED = 0
 
@@ -39,17 +40,6 @@ def model_entry(model_type: str) -> dict[str, Any]:
 # -- tiny configs ------------------------------------------------------------------------------
 
 
-def _is_config_dict(value: Any) -> bool:
-    return isinstance(value, dict) and "model_type" in value
-
-
-def _layer_count(d: dict[str, Any]) -> int | None:
-    for key in ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "decoder_layers"):
-        if isinstance(d.get(key), int):
-            return d[key]
-    return None
-
-
 def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, Any]:
     """A copy of a config dict with every known size lowered, recursively into sub-configs."""
     rules = rules or data.load("shrink")
@@ -60,10 +50,10 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
     if d.get("model_type") in substitutes:
         kept = {k: d[k] for k in ("out_indices", "out_features", "num_channels") if d.get(k) is not None}
         d = {**substitutes[d["model_type"]], **kept}
-    layers_before = _layer_count(d)
+    layers_before = layer_count(d)
     out: dict[str, Any] = {}
     for key, value in d.items():
-        if _is_config_dict(value):
+        if is_config_dict(value):
             value = shrink(value, rules)
         elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
             # Per-layer or per-stage tables of settings shrink like configs.
@@ -72,9 +62,9 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
             pass
         elif key in ints and isinstance(value, int) and not isinstance(value, bool) and value > ints[key]:
             value = ints[key]
-        elif key in caps and _int_list(value):
+        elif key in caps and int_list(value):
             value = [min(v, caps[key]) for v in value]
-        elif key in widths and _int_list(value) and value and value[0] > widths[key]:
+        elif key in widths and int_list(value) and value and value[0] > widths[key]:
             factor = value[0] / widths[key]
             value = [max(1, round(v / factor)) for v in value]
         if value is None and key in fill:
@@ -101,7 +91,7 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
                 if d.get(width) == value and isinstance(out.get(width), int) and out[width] != value:
                     out[key] = out[width]
                     break
-    layers_after = _layer_count(out)
+    layers_after = layer_count(out)
     if layers_before and layers_after and layers_after < layers_before:
         # Per-layer lists (layer_types, sliding windows, ...) must match the new depth.
         kept = _kept_layers(out, layers_before, layers_after)
@@ -172,7 +162,7 @@ def _remap_out_stages(before: dict[str, Any], after: dict[str, Any], layers_befo
         ),
         None,
     )
-    if not (_int_list(indices) and indices and isinstance(stages, list) and layers_key and layers_before):
+    if not (int_list(indices) and indices and isinstance(stages, list) and layers_key and layers_before):
         return
     layers = after[layers_key]
     if len(stages) != layers_before + 1 or layers >= layers_before or all(0 <= i <= layers for i in indices):
@@ -199,7 +189,7 @@ def _rescale_pinpoints(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Any-resolution grids (multiples of the vision tower's image size) follow its new size."""
     grid = after.get("image_grid_pinpoints")
     old_vision, new_vision = before.get("vision_config"), after.get("vision_config")
-    if not (isinstance(grid, list) and grid and all(_int_list(p) and len(p) == 2 for p in grid)):
+    if not (isinstance(grid, list) and grid and all(int_list(p) and len(p) == 2 for p in grid)):
         return
     if not (isinstance(old_vision, dict) and isinstance(new_vision, dict)):
         return
@@ -212,12 +202,6 @@ def _rescale_pinpoints(before: dict[str, Any], after: dict[str, Any]) -> None:
         if pair not in scaled:
             scaled.append(pair)
     after["image_grid_pinpoints"] = scaled
-
-
-def _int_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    )
 
 
 def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +233,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             d[kv_key] = math.gcd(heads, kv)
     _mamba_heads(d)
     per_layer = d.get("num_key_value_heads_per_layer")
-    if _int_list(per_layer) and isinstance(heads, int) and heads > 0:
+    if int_list(per_layer) and isinstance(heads, int) and heads > 0:
         # Per-layer key/value head counts divide the (shrunk) query heads like the global count.
         d["num_key_value_heads_per_layer"] = [math.gcd(heads, kv) if kv > 0 else kv for kv in per_layer]
     head_dim = d.get("head_dim")
@@ -264,7 +248,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             continue
         ropes = _flat_ropes(d[rope_key])
         for name, rope in ropes.items():
-            if _int_list(rope.get("mrope_section")):
+            if int_list(rope.get("mrope_section")):
                 # The multimodal rotary sections split the rotated half of a head.
                 half = max(_rotated_half(d, rope, head_dim), len(rope["mrope_section"]))
                 ropes[name] = {**rope, "mrope_section": _split_evenly(rope["mrope_section"], half)}
@@ -278,11 +262,11 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
     vocab = d.get("vocab_size")
     if vocab is None:
         # A composite config's placeholder ids index its text model's vocabulary.
-        subs = [v.get("vocab_size") for v in d.values() if _is_config_dict(v)]
+        subs = [v.get("vocab_size") for v in d.values() if is_config_dict(v)]
         text = d.get("text_config")
         vocab = (
             text.get("vocab_size")
-            if _is_config_dict(text)
+            if is_config_dict(text)
             else min((v for v in subs if isinstance(v, int)), default=None)
         )
     if isinstance(vocab, int) and vocab > 0:
@@ -290,7 +274,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
         taken: set[int] = {
             v
             for sub in d.values()
-            if _is_config_dict(sub)
+            if is_config_dict(sub)
             for key, value in sub.items()
             if key.endswith(("_token_id", "_token_index", "_token_ids"))
             for v in (value if isinstance(value, list) else [value])
@@ -300,7 +284,7 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             if key.endswith(("_token_id", "_token_index", "_token_ids")):
                 d[key] = _inside_vocab(d[key], vocab, taken)
         for key in ("image_token_id", "image_token_index"):
-            if key in d and d[key] is None and any(_is_config_dict(v) for v in d.values()):
+            if key in d and d[key] is None and any(is_config_dict(v) for v in d.values()):
                 # A vision-language model without a placeholder id cannot place its image features.
                 d[key] = _inside_vocab(vocab, vocab, taken)
     return d
@@ -338,7 +322,7 @@ def _mamba_heads(d: dict[str, Any]) -> None:
 def _clamp_feature_layers(d: dict[str, Any]) -> None:
     """Vision feature layers (picked from the tower's hidden states) index the shrunk tower."""
     vision = d.get("vision_config")
-    depth = _layer_count(vision) if _is_config_dict(vision) else None
+    depth = layer_count(vision) if is_config_dict(vision) else None
     if not depth:
         return
 
@@ -347,7 +331,7 @@ def _clamp_feature_layers(d: dict[str, Any]) -> None:
             return layer
         return min(layer, depth - 1) if layer >= 0 else max(layer, -depth)
 
-    for holder in [d, *(v for v in d.values() if _is_config_dict(v) and v is not vision)]:
+    for holder in [d, *(v for v in d.values() if is_config_dict(v) and v is not vision)]:
         for key in ("vision_feature_layer", "vision_feature_layers"):
             value = holder.get(key)
             if isinstance(value, (list, tuple)):
@@ -375,7 +359,7 @@ def _fit_mrope_heads(d: dict[str, Any]) -> None:
         for key in ("rope_parameters", "rope_scaling")
         if isinstance(d.get(key), dict)
         for r in _flat_ropes(d[key]).values()
-        if _int_list(r.get("mrope_section"))
+        if int_list(r.get("mrope_section"))
     ]
     if not ropes:
         return
@@ -424,7 +408,7 @@ def overrides(default: dict[str, Any], tiny: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tiny.items():
         before = default.get(key)
-        if _is_config_dict(value):
+        if is_config_dict(value):
             changed = overrides(before if isinstance(before, dict) else {}, value)
             if before is None or before.get("model_type") != value.get("model_type"):
                 changed = value
@@ -444,7 +428,7 @@ def overrides(default: dict[str, Any], tiny: dict[str, Any]) -> dict[str, Any]:
 def _same_stages(before: dict[str, Any], after: dict[str, Any]) -> bool:
     """Whether shrinking kept a backbone's stages (so its output stage names still exist)."""
     depths_before, depths_after = before.get("depths"), after.get("depths")
-    return _layer_count(before) == _layer_count(after) and (
+    return layer_count(before) == layer_count(after) and (
         not isinstance(depths_before, list)
         or (isinstance(depths_after, list) and len(depths_before) == len(depths_after))
     )
@@ -510,7 +494,7 @@ def _nested_entries(changes: dict[str, Any], tiny: dict[str, Any], own: str) -> 
     """
     out = dict(changes)
     for key, sub in tiny.items():
-        if not _is_config_dict(sub):
+        if not is_config_dict(sub):
             continue
         before = out.get(key)
         sub_changes = dict(before) if isinstance(before, dict) else {"model_type": sub["model_type"]}
@@ -564,19 +548,13 @@ def _reads(record: ModelRecord, name: str, config: dict[str, Any] | None = None)
     from transformers.models.auto.configuration_auto import model_type_to_module_name
 
     modules = {record.module}
-    queue = [config or {}]
-    while queue:
-        current = queue.pop()
-        for value in current.values():
-            if _is_config_dict(value):
-                modules.add(model_type_to_module_name(value["model_type"]))
-                queue.append(value)
+    modules.update(model_type_to_module_name(sub["model_type"]) for sub in nested_config_dicts(config or {}))
     return any(f'"{name}"' in _module_source(module) for module in sorted(modules))
 
 
 def _with_mrope(d: dict[str, Any]) -> dict[str, Any]:
     """Multimodal rotary sections made explicit where the modeling code has a full-size default."""
-    out = {k: _with_mrope(v) if _is_config_dict(v) else v for k, v in d.items()}
+    out = {k: _with_mrope(v) if is_config_dict(v) else v for k, v in d.items()}
     rope = out.get("rope_parameters")
     if isinstance(rope, dict) and rope and "num_attention_heads" in out:
         ropes = _flat_ropes(rope)
@@ -629,20 +607,6 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
     return model.eval().to(device)
 
 
-def _sub_configs(config: Any) -> list[Any]:
-    """The config and every nested config, outermost first."""
-    from transformers import PreTrainedConfig
-
-    found, queue = [], [config]
-    while queue:
-        current = queue.pop(0)
-        found.append(current)
-        for value in vars(current).values():
-            if isinstance(value, PreTrainedConfig):
-                queue.append(value)
-    return found
-
-
 def _config_for(cls: type, config: Any) -> Any:
     """The config a head class is built from: a composite's sub-config where the class takes one.
 
@@ -652,7 +616,7 @@ def _config_for(cls: type, config: Any) -> Any:
     wanted = getattr(cls, "config_class", None)
     if not isinstance(wanted, type) or isinstance(config, wanted):
         return config
-    for sub in _sub_configs(config):
+    for sub in sub_configs(config):
         if isinstance(sub, wanted):
             return sub
     return config

@@ -15,7 +15,8 @@ import re
 from typing import Any
 
 from hfci.catalog import ModelRecord
-from hfci.factory import SEED, FactoryError, _int_list, _sub_configs, model_entry
+from hfci.configs import find_setting, int_list, special_token_ids, text_config
+from hfci.factory import SEED, FactoryError, model_entry
 
 BATCH = 2
 SEQ_LEN = 8
@@ -42,23 +43,6 @@ def _image_stacks(model: Any) -> bool:
     return any(re.search(pattern, source) for source in sources)
 
 
-def _find(config: Any, *keys: str, default: Any = None) -> Any:
-    """The first of ``keys`` set on the config or any of its sub-configs."""
-    for sub in _sub_configs(config):
-        for key in keys:
-            value = getattr(sub, key, None)
-            if value is not None:
-                return value
-    return default
-
-
-def _text_config(config: Any) -> Any:
-    try:
-        return config.get_text_config(decoder=True)
-    except Exception:
-        return config
-
-
 def _size(value: Any, default: int) -> tuple[int, int]:
     if isinstance(value, int):
         return value, value
@@ -67,23 +51,6 @@ def _size(value: Any, default: int) -> tuple[int, int]:
     if isinstance(value, dict) and "height" in value:
         return int(value["height"]), int(value["width"])
     return default, default
-
-
-def _special_ids(config: Any) -> set[int]:
-    """Every token id a config (or a sub-config) reserves: random text must avoid them."""
-    found: set[int] = set()
-    for sub in _sub_configs(config):
-        for key, value in sub.to_diff_dict().items() if hasattr(sub, "to_diff_dict") else ():
-            if key.endswith(("_token_id", "_token_index", "_token_ids")):
-                for v in value if isinstance(value, (list, tuple)) else [value]:
-                    if isinstance(v, int) and not isinstance(v, bool):
-                        found.add(v)
-        for key in dir(sub):
-            if key.endswith(("_token_id", "_token_index")) and not key.startswith("_"):
-                value = getattr(sub, key, None)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    found.add(value)
-    return found
 
 
 def _required(params: Any) -> set[str]:
@@ -183,8 +150,8 @@ def _feature_rows(
     found = _flat_tensors(output)
     # The width of the text the features replace, from the model that owns the feature method.
     owner = getattr(getattr(function, "__self__", None), "config", None) or model.config
-    width = getattr(_text_config(owner), "hidden_size", None) or getattr(
-        _text_config(model.config), "hidden_size", None
+    width = getattr(text_config(owner), "hidden_size", None) or getattr(
+        text_config(model.config), "hidden_size", None
     )
     if not found or not width:
         return None
@@ -215,13 +182,13 @@ def _patch_grid(config: Any, batch: int, generator: Any) -> tuple[Any, Any]:
     """Flattened patches and their (t, h, w) grid, for models that take images as patch rows."""
     import torch
 
-    patch = _find(config, "patch_size", default=2)
+    patch = find_setting(config, "patch_size", default=2)
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    temporal = _find(config, "temporal_patch_size", "patch_temporal", default=1) or 1
+    temporal = find_setting(config, "temporal_patch_size", "patch_temporal", default=1) or 1
     temporal = temporal[0] if isinstance(temporal, (list, tuple)) else temporal
-    merge = _find(config, "spatial_merge_size", "merge_size", "merge_kernel_size", default=1) or 1
+    merge = find_setting(config, "spatial_merge_size", "merge_size", "merge_kernel_size", default=1) or 1
     merge = merge[0] if isinstance(merge, (list, tuple)) else merge
-    channels = _find(config, "in_channels", "num_channels", "in_chans", default=3)
+    channels = find_setting(config, "in_channels", "num_channels", "in_chans", default=3)
     side = 2 * merge
     grid = torch.tensor([[1, side, side]] * batch)
     rows = batch * side * side
@@ -232,9 +199,9 @@ def _flex_patches(config: Any, batch: int, height: int, width: int, generator: A
     """Rows of flattened patches with their mask and (rows, columns) grid, per image."""
     import torch
 
-    patch = _find(config, "patch_size", default=16)
+    patch = find_setting(config, "patch_size", default=16)
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    channels = _find(config, "num_channels", "in_channels", default=3)
+    channels = find_setting(config, "num_channels", "in_channels", default=3)
     rows, columns = max(1, height // patch), max(1, width // patch)
     return {
         "pixel_values": torch.rand(batch, rows * columns, channels * patch * patch, generator=generator),
@@ -268,7 +235,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         # forward's first parameter is the main input.
         main = named[0]
     inputs: dict[str, Any] = {}
-    reserved = _special_ids(config)
+    reserved = special_token_ids(config)
 
     def ids(vocab: int, length: int) -> Any:
         # Skip the lowest ids, where special tokens usually live, and every reserved id.
@@ -286,8 +253,8 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     def wanted(name: str, *mains: str) -> bool:
         return name in params and (main in (name, *mains) or name in required or contrastive)
 
-    text = _text_config(config)
-    vocab = getattr(text, "vocab_size", None) or _find(config, "vocab_size", default=99)
+    text = text_config(config)
+    vocab = getattr(text, "vocab_size", None) or find_setting(config, "vocab_size", default=99)
     prompted = record.category == "vision" and getattr(config, "text_config", None) is not None
     if wanted("input_ids") or (
         # Vision models with a text tower (open-vocabulary segmenters) read a text prompt too.
@@ -324,18 +291,24 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
         elif "spatial_shapes" in params:
             # Native-resolution (NaFlex) encoders read flattened patches, their mask and grid.
-            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
+            height, width = _size(
+                hints.get("image_size", find_setting(config, "image_size", "input_size")), 32
+            )
             inputs.update(_flex_patches(config, batch, height, width, generator))
         else:
-            channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
-            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
+            channels = find_setting(config, "num_channels", "in_channels", "input_channels", default=3)
+            height, width = _size(
+                hints.get("image_size", find_setting(config, "image_size", "input_size")), 32
+            )
             inputs["pixel_values"] = torch.rand(batch, channels, height, width, generator=generator)
             if _image_stacks(model):
                 # Models that read several images per sample: (batch, images, channels, h, w).
                 inputs["pixel_values"] = inputs["pixel_values"].unsqueeze(1)
             if record.family == "video-encoder" or "logits_per_video" in contrastive:
                 # Video encoders read their clip through pixel_values: (batch, frames, c, h, w).
-                frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
+                frames = hints.get("frames") or find_setting(
+                    config, "num_frames", "frames_per_clip", default=2
+                )
                 inputs["pixel_values"] = torch.rand(
                     batch, frames, channels, height, width, generator=generator
                 )
@@ -359,18 +332,20 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
         if "video_grid_thw" in params:
             inputs["pixel_values_videos"], inputs["video_grid_thw"] = _patch_grid(config, batch, generator)
         else:
-            channels = _find(config, "num_channels", "in_channels", default=3)
-            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
-            frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
+            channels = find_setting(config, "num_channels", "in_channels", default=3)
+            height, width = _size(
+                hints.get("image_size", find_setting(config, "image_size", "input_size")), 32
+            )
+            frames = hints.get("frames") or find_setting(config, "num_frames", "frames_per_clip", default=2)
             frames = min(frames, 8)
             inputs["pixel_values_videos"] = torch.rand(
                 batch, frames, channels, height, width, generator=generator
             )
     if wanted("input_values"):
         samples = hints.get("audio_samples", _audio_samples(config))
-        channels = _find(config, "audio_channels", default=1)
+        channels = find_setting(config, "audio_channels", default=1)
         documented = _documented_shape(model, "input_values")
-        sized = [_find(config, name) for name in documented[1:]]
+        sized = [find_setting(config, name) for name in documented[1:]]
         if len(documented) == 3 and all(isinstance(v, int) and v > 0 for v in sized):
             # Spectrogram transformers read (batch, frames, bins) sized by their config.
             shape = (batch, *sized)
@@ -380,8 +355,8 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
             shape = (batch, samples)
         inputs["input_values"] = torch.randn(*shape, generator=generator)
     if wanted("input_features"):
-        bins = _find(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
-        frames = hints.get("frames") or 2 * (_find(config, "max_source_positions", default=32) or 32)
+        bins = find_setting(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
+        frames = hints.get("frames") or 2 * (find_setting(config, "max_source_positions", default=32) or 32)
         if _frames_first(record.processors.get("feature_extractor")):
             inputs["input_features"] = torch.randn(batch, frames, bins, generator=generator)
             mask_shape = (batch, frames)
@@ -395,7 +370,7 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     if "decoder_input_ids" in params and (
         getattr(config, "is_encoder_decoder", False) or "decoder_input_ids" in required
     ):
-        decoder_vocab = _find(config, "decoder_vocab_size", default=None) or vocab
+        decoder_vocab = find_setting(config, "decoder_vocab_size", default=None) or vocab
         inputs["decoder_input_ids"] = ids(decoder_vocab, seq_len)
     head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
     for name, value in hints.get("tensors", {}).items():
@@ -483,7 +458,7 @@ def _audio_samples(config: Any) -> int:
     kernels = getattr(config, "tdnn_kernel", None)
     dilations = getattr(config, "tdnn_dilation", None) or [1] * len(kernels or [])
     strides = getattr(config, "conv_stride", None)
-    if not _int_list(kernels) or not _int_list(strides):
+    if not int_list(kernels) or not int_list(strides):
         return AUDIO_SAMPLES
     frames = 1 + sum((k - 1) * d for k, d in zip(kernels, dilations, strict=False))
     return max(AUDIO_SAMPLES, (frames + 2) * math.prod(strides))
@@ -509,7 +484,9 @@ def _documented_tensor(model: Any, name: str, batch: int, length: int, generator
         return None
     shape = [batch]
     for dim in dims[1:]:
-        value = _find(model.config, dim) if dim.isidentifier() else (int(dim) if dim.isdigit() else None)
+        value = (
+            find_setting(model.config, dim) if dim.isidentifier() else (int(dim) if dim.isdigit() else None)
+        )
         shape.append(
             value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else length
         )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hfci.catalog import ModelRecord
+from hfci.configs import int_setting
+from hfci.inputs import main_input
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -106,7 +108,7 @@ def feature_extractor_for(record: ModelRecord, model: Any = None) -> Any:
     if not name:
         raise NoRecipe(f"{record.model_type} has no feature extractor")
     config = getattr(model, "config", None)
-    bins = _config_value(config, "num_mel_bins", "input_feat_per_channel")
+    bins = int_setting(config, "num_mel_bins", "input_feat_per_channel")
     try:
         cls = _class(name)
         try:
@@ -117,24 +119,11 @@ def feature_extractor_for(record: ModelRecord, model: Any = None) -> Any:
         raise
     except Exception as error:
         raise NoRecipe(f"{name} cannot be built with defaults: {str(error)[:120]}") from error
-    positions = _config_value(config, "max_source_positions")
+    positions = int_setting(config, "max_source_positions")
     if positions and hasattr(extractor, "nb_max_frames") and hasattr(extractor, "hop_length"):
         extractor.nb_max_frames = 2 * positions
         extractor.n_samples = extractor.nb_max_frames * extractor.hop_length
     return extractor
-
-
-def _config_value(config: Any, *keys: str) -> Any:
-    """The first of ``keys`` set on the config or one of its direct sub-configs."""
-    if config is None:
-        return None
-    subs = [config, *(v for v in vars(config).values() if hasattr(v, "to_dict") and hasattr(v, "model_type"))]
-    for sub in subs:
-        for key in keys:
-            value = getattr(sub, key, None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-    return None
 
 
 def _words(n: int) -> str:
@@ -250,8 +239,6 @@ RECIPES: dict[str, Recipe] = {
 
 def pick_task(tasks: tuple[str, ...], model: Any) -> str:
     """The first of a head's tasks with an offline recipe for what the model reads."""
-    from hfci.inputs import main_input
-
     main = main_input(model)
     # An encoder-decoder's base model needs decoder inputs no feature-extraction pipeline gives.
     seq2seq_base = getattr(model.config, "is_encoder_decoder", False) and type(model).__name__.endswith(
