@@ -603,7 +603,6 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
         model = cls(config)
     except ImportError as error:
         raise _dependency_error(error) from error
-    model._hfci_head = head_name
     return model.eval().to(device)
 
 

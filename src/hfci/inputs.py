@@ -218,8 +218,14 @@ def main_input(model: Any, default: str = "input_ids") -> str:
     return main
 
 
-def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[str, Any]:
-    """Inputs for ``model.forward`` shaped by its signature and config (on the model's device)."""
+def synthetic_inputs(
+    model: Any, record: ModelRecord, head: str | None = None, seed: int = SEED
+) -> dict[str, Any]:
+    """Inputs for ``model.forward`` shaped by its signature and config (on the model's device).
+
+    ``head`` names the case's head, for the models.toml input hints given to some heads only
+    and for multiple choice; without it, every hint applies.
+    """
     import torch
 
     config = model.config
@@ -372,16 +378,16 @@ def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[
     ):
         decoder_vocab = find_setting(config, "decoder_vocab_size", default=None) or vocab
         inputs["decoder_input_ids"] = ids(decoder_vocab, seq_len)
-    head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
+    case_head = record.head(head) if head else None
     for name, value in hints.get("tensors", {}).items():
-        if name in params and (head is None or head.name in value.get("heads", [head.name])):
+        if name in params and (case_head is None or case_head.name in value.get("heads", [case_head.name])):
             # One hint serves every head of the type (or the heads it names) that takes the input.
             inputs[name] = _tensor_from_hint(value, generator)
     matcher = any("MODEL_FOR_KEYPOINT_MATCHING" in h.mappings for h in record.heads)
     if matcher and "pixel_values" in inputs and inputs["pixel_values"].dim() == 4:
         # Keypoint matchers (and their base models) read image pairs: (batch, 2, c, h, w).
         inputs["pixel_values"] = torch.stack([inputs["pixel_values"], inputs["pixel_values"].flip(-1)], dim=1)
-    if head and "MODEL_FOR_MULTIPLE_CHOICE" in head.mappings:
+    if case_head and "MODEL_FOR_MULTIPLE_CHOICE" in case_head.mappings:
         # Multiple choice reads (batch, choices, sequence).
         for name in ("input_ids", "attention_mask"):
             if name in inputs:
