@@ -16,6 +16,17 @@ from hfci.catalog import ModelRecord
 from hfci.configs import int_setting
 from hfci.inputs import main_input
 
+__all__ = [
+    "RECIPES",
+    "SPECIAL_TOKENS",
+    "NoRecipe",
+    "Recipe",
+    "feature_extractor_for",
+    "image_processor_for",
+    "pick_task",
+    "tokenizer_for",
+]
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
