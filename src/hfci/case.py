@@ -38,4 +38,4 @@ class TinyCase:
 def build_case(record: ModelRecord, head: str, device: str = "cpu", seed: int = SEED) -> TinyCase:
     """Model and inputs for one (model type, head) on one device."""
     model = build_model(record, head, device, seed)
-    return TinyCase(record, head, device, model, synthetic_inputs(model, record, seed))
+    return TinyCase(record, head, device, model, synthetic_inputs(model, record, head, seed))

@@ -168,19 +168,16 @@ def check_pipeline(case: TinyCase) -> None:
     from transformers import pipeline
 
     head = case.record.head(case.head)
-    case.model._hfci_category = case.record.category
     try:
-        task = pick_task(head.tasks, case.model)
-        if "pixel_values" in case.inputs:
-            case.model._hfci_pixel_shape = tuple(case.inputs["pixel_values"].shape)
+        task = pick_task(head.tasks, case.model, case.record.category)
         recipe = RECIPES[task]
-        kwargs = recipe.kwargs(case.model, case.record)
+        kwargs = recipe.kwargs(case)
     except NoRecipe as why:
         raise CheckSkipped(f"pipeline: {why}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = pipeline(task, model=case.model, **kwargs)
-        result = recipe.call(pipe, case.model)
+        result = recipe.call(pipe, case)
     if not recipe.expect(result):
         raise CheckFailed(f"{task} pipeline returned an unexpected structure: {str(result)[:200]}")
 

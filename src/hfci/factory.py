@@ -15,6 +15,27 @@ from typing import Any
 
 from hfci import data
 from hfci.catalog import ModelRecord
+from hfci.configs import (
+    TOKEN_ID_SUFFIXES,
+    int_list,
+    is_config_dict,
+    layer_count,
+    nested_config_dicts,
+    sub_configs,
+)
+
+__all__ = [
+    "SEED",
+    "FactoryError",
+    "MissingDependency",
+    "build_model",
+    "config_class",
+    "make_consistent",
+    "model_entry",
+    "overrides",
+    "shrink",
+    "tiny_config",
+]
 
 SEED = 0
 
@@ -39,86 +60,108 @@ def model_entry(model_type: str) -> dict[str, Any]:
 # -- tiny configs ------------------------------------------------------------------------------
 
 
-def _is_config_dict(value: Any) -> bool:
-    return isinstance(value, dict) and "model_type" in value
-
-
-def _layer_count(d: dict[str, Any]) -> int | None:
-    for key in ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "decoder_layers"):
-        if isinstance(d.get(key), int):
-            return d[key]
-    return None
-
-
 def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, Any]:
     """A copy of a config dict with every known size lowered, recursively into sub-configs."""
     rules = rules or data.load("shrink")
+    d = _substituted(d, rules.get("substitute", {}))
+    layers_before = layer_count(d)
+    out = {key: _shrunk_value(key, value, d, rules) for key, value in d.items()}
+    _cap_suffix_ints(out, rules)
+    _keep_multi_head(d, out)
+    _keep_depthwise(d, out)
+    _trim_layers(out, layers_before)
+    _rescale_pinpoints(d, out)
+    _remap_out_stages(d, out, layers_before)
+    return make_consistent(out)
+
+
+def _substituted(d: dict[str, Any], substitutes: dict[str, Any]) -> dict[str, Any]:
+    """A sub-config that needs an optional package (a timm backbone) swapped for a built-in
+    equivalent, keeping the output stages and channels its parent reads."""
+    if d.get("model_type") not in substitutes:
+        return d
+    kept = {k: d[k] for k in ("out_indices", "out_features", "num_channels") if d.get(k) is not None}
+    return {**substitutes[d["model_type"]], **kept}
+
+
+def _shrunk_value(key: str, value: Any, d: dict[str, Any], rules: dict[str, Any]) -> Any:
+    """One field of a config dict after the rules: sub-configs recurse, sizes go down to the caps."""
     ints, caps, widths = rules.get("ints", {}), rules.get("list_caps", {}), rules.get("list_widths", {})
     derived = rules.get("derived_from", {})
-    substitutes = rules.get("substitute", {})
+    if is_config_dict(value):
+        value = shrink(value, rules)
+    elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        # Per-layer or per-stage tables of settings shrink like configs.
+        value = {k: shrink(v, rules) for k, v in value.items()}
+    elif key in derived and derived[key] in d:
+        # The config class derives this field from another one: left as is, it follows.
+        pass
+    elif key in ints and isinstance(value, int) and not isinstance(value, bool) and value > ints[key]:
+        value = ints[key]
+    elif key in caps and int_list(value):
+        value = [min(v, caps[key]) for v in value]
+    elif key in widths and int_list(value) and value and value[0] > widths[key]:
+        factor = value[0] / widths[key]
+        value = [max(1, round(v / factor)) for v in value]
     fill = rules.get("fill_none", {})
-    if d.get("model_type") in substitutes:
-        kept = {k: d[k] for k in ("out_indices", "out_features", "num_channels") if d.get(k) is not None}
-        d = {**substitutes[d["model_type"]], **kept}
-    layers_before = _layer_count(d)
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if _is_config_dict(value):
-            value = shrink(value, rules)
-        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            # Per-layer or per-stage tables of settings shrink like configs.
-            value = {k: shrink(v, rules) for k, v in value.items()}
-        elif key in derived and derived[key] in d:
-            pass
-        elif key in ints and isinstance(value, int) and not isinstance(value, bool) and value > ints[key]:
-            value = ints[key]
-        elif key in caps and _int_list(value):
-            value = [min(v, caps[key]) for v in value]
-        elif key in widths and _int_list(value) and value and value[0] > widths[key]:
-            factor = value[0] / widths[key]
-            value = [max(1, round(v / factor)) for v in value]
-        if value is None and key in fill:
-            value = fill[key]
-        out[key] = value
-    suffixes = rules.get("suffix_ints", {})
+    if value is None and key in fill:
+        value = fill[key]
+    return value
+
+
+def _cap_suffix_ints(out: dict[str, Any], rules: dict[str, Any]) -> None:
+    """Sizes no rule names exactly, caught by how their name ends (``..._size``, ...)."""
+    ints, suffixes = rules.get("ints", {}), rules.get("suffix_ints", {})
     for key, value in out.items():
         if isinstance(value, int) and not isinstance(value, bool) and key not in ints:
             for suffix, limit in suffixes.items():
                 if key.endswith(suffix) and value > limit:
                     out[key] = limit
+
+
+def _keep_multi_head(before: dict[str, Any], out: dict[str, Any]) -> None:
+    """Multi-head attention (as many key/value heads as query heads) stays multi-head."""
     for heads_key, kv_key in (("num_attention_heads", "num_key_value_heads"), ("num_heads", "num_kv_heads")):
-        # Multi-head attention (as many key/value heads as query heads) stays multi-head.
         if (
-            d.get(kv_key) is not None
-            and d.get(kv_key) == d.get(heads_key)
+            before.get(kv_key) is not None
+            and before.get(kv_key) == before.get(heads_key)
             and isinstance(out.get(heads_key), int)
         ):
             out[kv_key] = out[heads_key]
-    for key, value in d.items():
-        # Depthwise convolutions (as many groups as channels) stay depthwise at the new width.
+
+
+def _keep_depthwise(before: dict[str, Any], out: dict[str, Any]) -> None:
+    """Depthwise convolutions (as many groups as channels) stay depthwise at the new width."""
+    for key, value in before.items():
         if key.endswith("groups") and isinstance(value, int) and out.get(key) == value:
             for width in ("hidden_size", "d_model", "dim"):
-                if d.get(width) == value and isinstance(out.get(width), int) and out[width] != value:
+                if before.get(width) == value and isinstance(out.get(width), int) and out[width] != value:
                     out[key] = out[width]
                     break
-    layers_after = _layer_count(out)
-    if layers_before and layers_after and layers_after < layers_before:
-        # Per-layer lists (layer_types, sliding windows, ...) must match the new depth.
-        kept = _kept_layers(out, layers_before, layers_after)
-        for key, value in out.items():
-            if isinstance(value, list) and len(value) == layers_before:
-                out[key] = [value[i] for i in kept]
-            elif (
-                isinstance(value, dict)
-                and value
-                and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
-            ):
-                # Per-layer tables of settings keyed by layer index, renumbered like the layers.
-                out[key] = {_layer_key(k, kept.index(int(k))): v for k, v in value.items() if int(k) in kept}
-        _cap_shared_layers(out, kept)
-    _rescale_pinpoints(d, out)
-    _remap_out_stages(d, out, layers_before)
-    return make_consistent(out)
+
+
+def _trim_layers(out: dict[str, Any], layers_before: int | None) -> None:
+    """Per-layer lists (layer_types, sliding windows, ...) must match the new depth."""
+    layers_after = layer_count(out)
+    if not (layers_before and layers_after and layers_after < layers_before):
+        return
+    kept = _kept_layers(out, layers_before, layers_after)
+    for key, value in out.items():
+        if isinstance(value, list) and len(value) == layers_before:
+            out[key] = [value[i] for i in kept]
+        elif _layer_table(value):
+            # Renumbered like the layers they describe.
+            out[key] = {_layer_key(k, kept.index(int(k))): v for k, v in value.items() if int(k) in kept}
+    _cap_shared_layers(out, kept)
+
+
+def _layer_table(value: Any) -> bool:
+    """Whether a value is a per-layer table of settings keyed by layer index ("0", 1, "02", ...)."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
+    )
 
 
 def _kept_layers(d: dict[str, Any], before: int, after: int) -> list[int]:
@@ -172,7 +215,7 @@ def _remap_out_stages(before: dict[str, Any], after: dict[str, Any], layers_befo
         ),
         None,
     )
-    if not (_int_list(indices) and indices and isinstance(stages, list) and layers_key and layers_before):
+    if not (int_list(indices) and indices and isinstance(stages, list) and layers_key and layers_before):
         return
     layers = after[layers_key]
     if len(stages) != layers_before + 1 or layers >= layers_before or all(0 <= i <= layers for i in indices):
@@ -199,7 +242,7 @@ def _rescale_pinpoints(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Any-resolution grids (multiples of the vision tower's image size) follow its new size."""
     grid = after.get("image_grid_pinpoints")
     old_vision, new_vision = before.get("vision_config"), after.get("vision_config")
-    if not (isinstance(grid, list) and grid and all(_int_list(p) and len(p) == 2 for p in grid)):
+    if not (isinstance(grid, list) and grid and all(int_list(p) and len(p) == 2 for p in grid)):
         return
     if not (isinstance(old_vision, dict) and isinstance(new_vision, dict)):
         return
@@ -214,31 +257,46 @@ def _rescale_pinpoints(before: dict[str, Any], after: dict[str, Any]) -> None:
     after["image_grid_pinpoints"] = scaled
 
 
-def _int_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    )
-
-
 def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
     """Repair what shrinking broke at one level: head counts, head dims, token ids."""
     d = dict(d)
-    for width_key, heads_key in (
-        ("hidden_size", "num_attention_heads"),
-        ("d_model", "encoder_attention_heads"),
-        ("d_model", "decoder_attention_heads"),
-        ("n_embd", "n_head"),
-        ("d_model", "num_heads"),
-        ("dim", "n_heads"),
-        ("embed_dim", "num_heads"),
-        ("hidden_size", "num_heads"),
-        ("hidden_size", "n_heads"),
-        ("dim", "num_heads"),
-    ):
+    _divide_widths(d)
+    _fit_mrope_heads(d)
+    _fit_kv_heads(d)
+    _mamba_heads(d)
+    head_dim = _fill_head_dim(d)
+    _fit_mrope_sections(d, head_dim)
+    _fit_window(d)
+    _clamp_feature_layers(d)
+    _ids_inside_vocab(d)
+    return d
+
+
+# (width, head count) fields: the heads split the width evenly.
+_WIDTH_HEADS = (
+    ("hidden_size", "num_attention_heads"),
+    ("d_model", "encoder_attention_heads"),
+    ("d_model", "decoder_attention_heads"),
+    ("n_embd", "n_head"),
+    ("d_model", "num_heads"),
+    ("dim", "n_heads"),
+    ("embed_dim", "num_heads"),
+    ("hidden_size", "num_heads"),
+    ("hidden_size", "n_heads"),
+    ("dim", "num_heads"),
+)
+
+
+def _divide_widths(d: dict[str, Any]) -> None:
+    """Head counts that divide their (shrunk) width."""
+    for width_key, heads_key in _WIDTH_HEADS:
         width, heads = d.get(width_key), d.get(heads_key)
         if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
             d[heads_key] = math.gcd(width, heads)
-    _fit_mrope_heads(d)
+
+
+def _fit_kv_heads(d: dict[str, Any]) -> None:
+    """Key/value head counts (global and per layer) that divide the query heads."""
     heads = d.get("num_attention_heads")
     for kv_key in ("num_key_value_heads", "num_kv_heads"):
         kv = d.get(kv_key)
@@ -247,63 +305,85 @@ def make_consistent(d: dict[str, Any]) -> dict[str, Any]:
             d[kv_key] = kv = heads
         if isinstance(kv, int) and isinstance(heads, int) and heads > 0 and (kv > heads or heads % kv):
             d[kv_key] = math.gcd(heads, kv)
-    _mamba_heads(d)
     per_layer = d.get("num_key_value_heads_per_layer")
-    if _int_list(per_layer) and isinstance(heads, int) and heads > 0:
-        # Per-layer key/value head counts divide the (shrunk) query heads like the global count.
+    if int_list(per_layer) and isinstance(heads, int) and heads > 0:
         d["num_key_value_heads_per_layer"] = [math.gcd(heads, kv) if kv > 0 else kv for kv in per_layer]
+
+
+def _fill_head_dim(d: dict[str, Any]) -> int | None:
+    """The head width: the config's, else width over heads (written back where the field is None)."""
     head_dim = d.get("head_dim")
-    if not isinstance(head_dim, int):
-        width, heads = d.get("hidden_size"), d.get("num_attention_heads")
-        head_dim = width // heads if isinstance(width, int) and isinstance(heads, int) and heads else None
-        if "head_dim" in d and head_dim:
-            # Some modeling code reads ``config.head_dim`` without deriving it when it is None.
-            d["head_dim"] = head_dim
+    if isinstance(head_dim, int):
+        return head_dim
+    width, heads = d.get("hidden_size"), d.get("num_attention_heads")
+    head_dim = width // heads if isinstance(width, int) and isinstance(heads, int) and heads else None
+    if "head_dim" in d and head_dim:
+        # Some modeling code reads ``config.head_dim`` without deriving it when it is None.
+        d["head_dim"] = head_dim
+    return head_dim
+
+
+def _fit_mrope_sections(d: dict[str, Any], head_dim: int | None) -> None:
+    """Multimodal rotary sections that split the rotated half of a (shrunk) head."""
     for rope_key in ("rope_parameters", "rope_scaling"):
         if not (isinstance(d.get(rope_key), dict) and head_dim):
             continue
         ropes = _flat_ropes(d[rope_key])
         for name, rope in ropes.items():
-            if _int_list(rope.get("mrope_section")):
-                # The multimodal rotary sections split the rotated half of a head.
+            if int_list(rope.get("mrope_section")):
                 half = max(_rotated_half(d, rope, head_dim), len(rope["mrope_section"]))
                 ropes[name] = {**rope, "mrope_section": _split_evenly(rope["mrope_section"], half)}
         d[rope_key] = ropes.get(None, ropes)
+
+
+def _fit_window(d: dict[str, Any]) -> None:
+    """Beside a patch size and a merge size, the window is measured in pixels: it must hold at
+    least one merged patch."""
     window, patch, merge = d.get("window_size"), d.get("patch_size"), d.get("spatial_merge_size")
     if all(isinstance(v, int) and v > 0 for v in (window, patch, merge)) and window < patch * merge:
-        # Beside a patch size and a merge size, the window is measured in pixels: it must hold
-        # at least one merged patch.
         d["window_size"] = patch * merge
-    _clamp_feature_layers(d)
+
+
+def _ids_inside_vocab(d: dict[str, Any]) -> None:
+    """Token ids (and placeholder ids) that index the shrunk vocabulary."""
+    vocab = _vocab_of(d)
+    if not (isinstance(vocab, int) and vocab > 0):
+        return
+    # Ids the sub-configs already hold (a text model's end of sequence) stay theirs alone.
+    taken = _sub_config_ids(d)
+    for key in sorted(d):
+        if key.endswith(TOKEN_ID_SUFFIXES):
+            d[key] = _inside_vocab(d[key], vocab, taken)
+    for key in ("image_token_id", "image_token_index"):
+        if key in d and d[key] is None and any(is_config_dict(v) for v in d.values()):
+            # A vision-language model without a placeholder id cannot place its image features.
+            d[key] = _inside_vocab(vocab, vocab, taken)
+
+
+def _vocab_of(d: dict[str, Any]) -> Any:
+    """The vocabulary a config's ids index: its own, else (a composite's placeholder ids) its text
+    model's, else the smallest of its sub-configs'."""
     vocab = d.get("vocab_size")
-    if vocab is None:
-        # A composite config's placeholder ids index its text model's vocabulary.
-        subs = [v.get("vocab_size") for v in d.values() if _is_config_dict(v)]
-        text = d.get("text_config")
-        vocab = (
-            text.get("vocab_size")
-            if _is_config_dict(text)
-            else min((v for v in subs if isinstance(v, int)), default=None)
-        )
-    if isinstance(vocab, int) and vocab > 0:
-        # Ids the sub-configs already hold (a text model's end of sequence) stay theirs alone.
-        taken: set[int] = {
-            v
-            for sub in d.values()
-            if _is_config_dict(sub)
-            for key, value in sub.items()
-            if key.endswith(("_token_id", "_token_index", "_token_ids"))
-            for v in (value if isinstance(value, list) else [value])
-            if isinstance(v, int) and not isinstance(v, bool)
-        }
-        for key in sorted(d):
-            if key.endswith(("_token_id", "_token_index", "_token_ids")):
-                d[key] = _inside_vocab(d[key], vocab, taken)
-        for key in ("image_token_id", "image_token_index"):
-            if key in d and d[key] is None and any(_is_config_dict(v) for v in d.values()):
-                # A vision-language model without a placeholder id cannot place its image features.
-                d[key] = _inside_vocab(vocab, vocab, taken)
-    return d
+    if vocab is not None:
+        return vocab
+    text = d.get("text_config")
+    if is_config_dict(text):
+        return text.get("vocab_size")
+    subs = [v.get("vocab_size") for v in d.values() if is_config_dict(v)]
+    return min((v for v in subs if isinstance(v, int)), default=None)
+
+
+def _sub_config_ids(d: dict[str, Any]) -> set[int]:
+    """The token ids the direct sub-configs of a config dict hold."""
+    return {
+        v
+        for sub in d.values()
+        if is_config_dict(sub)
+        for key, value in sub.items()
+        if key.endswith(TOKEN_ID_SUFFIXES)
+        for v in (value if isinstance(value, list) else [value])
+        if isinstance(v, int) and not isinstance(v, bool)
+    }
 
 
 # State-space (Mamba-2) mixers split ``expand * hidden_size`` channels into heads of equal
@@ -338,7 +418,7 @@ def _mamba_heads(d: dict[str, Any]) -> None:
 def _clamp_feature_layers(d: dict[str, Any]) -> None:
     """Vision feature layers (picked from the tower's hidden states) index the shrunk tower."""
     vision = d.get("vision_config")
-    depth = _layer_count(vision) if _is_config_dict(vision) else None
+    depth = layer_count(vision) if is_config_dict(vision) else None
     if not depth:
         return
 
@@ -347,7 +427,7 @@ def _clamp_feature_layers(d: dict[str, Any]) -> None:
             return layer
         return min(layer, depth - 1) if layer >= 0 else max(layer, -depth)
 
-    for holder in [d, *(v for v in d.values() if _is_config_dict(v) and v is not vision)]:
+    for holder in [d, *(v for v in d.values() if is_config_dict(v) and v is not vision)]:
         for key in ("vision_feature_layer", "vision_feature_layers"):
             value = holder.get(key)
             if isinstance(value, (list, tuple)):
@@ -375,7 +455,7 @@ def _fit_mrope_heads(d: dict[str, Any]) -> None:
         for key in ("rope_parameters", "rope_scaling")
         if isinstance(d.get(key), dict)
         for r in _flat_ropes(d[key]).values()
-        if _int_list(r.get("mrope_section"))
+        if int_list(r.get("mrope_section"))
     ]
     if not ropes:
         return
@@ -424,7 +504,7 @@ def overrides(default: dict[str, Any], tiny: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tiny.items():
         before = default.get(key)
-        if _is_config_dict(value):
+        if is_config_dict(value):
             changed = overrides(before if isinstance(before, dict) else {}, value)
             if before is None or before.get("model_type") != value.get("model_type"):
                 changed = value
@@ -444,13 +524,14 @@ def overrides(default: dict[str, Any], tiny: dict[str, Any]) -> dict[str, Any]:
 def _same_stages(before: dict[str, Any], after: dict[str, Any]) -> bool:
     """Whether shrinking kept a backbone's stages (so its output stage names still exist)."""
     depths_before, depths_after = before.get("depths"), after.get("depths")
-    return _layer_count(before) == _layer_count(after) and (
+    return layer_count(before) == layer_count(after) and (
         not isinstance(depths_before, list)
         or (isinstance(depths_after, list) and len(depths_before) == len(depths_after))
     )
 
 
 def _deep_update(d: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``d`` with ``updates`` merged in, nested dicts merged rather than replaced."""
     out = dict(d)
     for key, value in updates.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -461,6 +542,7 @@ def _deep_update(d: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_class(record: ModelRecord) -> type:
+    """The model type's config class; a missing optional package raises ``MissingDependency``."""
     import transformers
 
     try:
@@ -480,14 +562,7 @@ def tiny_config(record: ModelRecord) -> Any:
     changes = _nested_entries(overrides(default, tiny), tiny, record.model_type)
     changes = _keep_init_kwargs(cls, default, changes)
     entry_config = model_entry(record.model_type).get("config", {})
-    changes = _deep_update(changes, entry_config)
-    if changes.get("pad_token_id", 0) is None or (
-        "pad_token_id" in default and default["pad_token_id"] is None
-    ):
-        # Classification heads need a pad id to find each sequence's last token.
-        changes.setdefault("pad_token_id", 0)
-        if changes["pad_token_id"] is None:
-            changes["pad_token_id"] = 0
+    changes = _with_pad_id(_deep_update(changes, entry_config), default)
     try:
         config = cls(**changes)
         # Fields the config derived from the shrunk ones (or filled in at init) get one more pass.
@@ -502,6 +577,18 @@ def tiny_config(record: ModelRecord) -> Any:
         raise FactoryError(f"tiny {record.config_class} is invalid: {error}") from error
 
 
+def _with_pad_id(changes: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """Classification heads need a pad id to find each sequence's last token: 0 where the
+    config has none."""
+    if changes.get("pad_token_id", 0) is None or (
+        "pad_token_id" in default and default["pad_token_id"] is None
+    ):
+        changes.setdefault("pad_token_id", 0)
+        if changes["pad_token_id"] is None:
+            changes["pad_token_id"] = 0
+    return changes
+
+
 def _nested_entries(changes: dict[str, Any], tiny: dict[str, Any], own: str) -> dict[str, Any]:
     """The models.toml config of a model type applied where it is nested as a sub-config.
 
@@ -510,7 +597,7 @@ def _nested_entries(changes: dict[str, Any], tiny: dict[str, Any], own: str) -> 
     """
     out = dict(changes)
     for key, sub in tiny.items():
-        if not _is_config_dict(sub):
+        if not is_config_dict(sub):
             continue
         before = out.get(key)
         sub_changes = dict(before) if isinstance(before, dict) else {"model_type": sub["model_type"]}
@@ -564,19 +651,13 @@ def _reads(record: ModelRecord, name: str, config: dict[str, Any] | None = None)
     from transformers.models.auto.configuration_auto import model_type_to_module_name
 
     modules = {record.module}
-    queue = [config or {}]
-    while queue:
-        current = queue.pop()
-        for value in current.values():
-            if _is_config_dict(value):
-                modules.add(model_type_to_module_name(value["model_type"]))
-                queue.append(value)
+    modules.update(model_type_to_module_name(sub["model_type"]) for sub in nested_config_dicts(config or {}))
     return any(f'"{name}"' in _module_source(module) for module in sorted(modules))
 
 
 def _with_mrope(d: dict[str, Any]) -> dict[str, Any]:
     """Multimodal rotary sections made explicit where the modeling code has a full-size default."""
-    out = {k: _with_mrope(v) if _is_config_dict(v) else v for k, v in d.items()}
+    out = {k: _with_mrope(v) if is_config_dict(v) else v for k, v in d.items()}
     rope = out.get("rope_parameters")
     if isinstance(rope, dict) and rope and "num_attention_heads" in out:
         ropes = _flat_ropes(rope)
@@ -625,22 +706,7 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
         model = cls(config)
     except ImportError as error:
         raise _dependency_error(error) from error
-    model._hfci_head = head_name
     return model.eval().to(device)
-
-
-def _sub_configs(config: Any) -> list[Any]:
-    """The config and every nested config, outermost first."""
-    from transformers import PreTrainedConfig
-
-    found, queue = [], [config]
-    while queue:
-        current = queue.pop(0)
-        found.append(current)
-        for value in vars(current).values():
-            if isinstance(value, PreTrainedConfig):
-                queue.append(value)
-    return found
 
 
 def _config_for(cls: type, config: Any) -> Any:
@@ -652,7 +718,7 @@ def _config_for(cls: type, config: Any) -> Any:
     wanted = getattr(cls, "config_class", None)
     if not isinstance(wanted, type) or isinstance(config, wanted):
         return config
-    for sub in _sub_configs(config):
+    for sub in sub_configs(config):
         if isinstance(sub, wanted):
             return sub
     return config

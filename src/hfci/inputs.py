@@ -12,10 +12,15 @@ import functools
 import inspect
 import math
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from hfci.catalog import ModelRecord
-from hfci.factory import SEED, FactoryError, _int_list, _sub_configs, model_entry
+from hfci.catalog import Head, ModelRecord
+from hfci.configs import find_setting, int_list, special_token_ids, text_config
+from hfci.factory import SEED, FactoryError, model_entry
+
+__all__ = ["AUDIO_SAMPLES", "BATCH", "SEQ_LEN", "main_input", "synthetic_inputs"]
 
 BATCH = 2
 SEQ_LEN = 8
@@ -42,23 +47,6 @@ def _image_stacks(model: Any) -> bool:
     return any(re.search(pattern, source) for source in sources)
 
 
-def _find(config: Any, *keys: str, default: Any = None) -> Any:
-    """The first of ``keys`` set on the config or any of its sub-configs."""
-    for sub in _sub_configs(config):
-        for key in keys:
-            value = getattr(sub, key, None)
-            if value is not None:
-                return value
-    return default
-
-
-def _text_config(config: Any) -> Any:
-    try:
-        return config.get_text_config(decoder=True)
-    except Exception:
-        return config
-
-
 def _size(value: Any, default: int) -> tuple[int, int]:
     if isinstance(value, int):
         return value, value
@@ -67,23 +55,6 @@ def _size(value: Any, default: int) -> tuple[int, int]:
     if isinstance(value, dict) and "height" in value:
         return int(value["height"]), int(value["width"])
     return default, default
-
-
-def _special_ids(config: Any) -> set[int]:
-    """Every token id a config (or a sub-config) reserves: random text must avoid them."""
-    found: set[int] = set()
-    for sub in _sub_configs(config):
-        for key, value in sub.to_diff_dict().items() if hasattr(sub, "to_diff_dict") else ():
-            if key.endswith(("_token_id", "_token_index", "_token_ids")):
-                for v in value if isinstance(value, (list, tuple)) else [value]:
-                    if isinstance(v, int) and not isinstance(v, bool):
-                        found.add(v)
-        for key in dir(sub):
-            if key.endswith(("_token_id", "_token_index")) and not key.startswith("_"):
-                value = getattr(sub, key, None)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    found.add(value)
-    return found
 
 
 def _required(params: Any) -> set[str]:
@@ -169,27 +140,37 @@ def _feature_rows(
             continue
     if output is None:
         return None
-    if hasattr(output, "keys"):
-        pooled = output.get("pooler_output") if "pooler_output" in output else None
-        # Without pooled or last hidden states, the first field that is not the tower's own
-        # hidden states or attentions holds the features.
-        own = [v for k, v in output.items() if k not in ("hidden_states", "attentions")]
-        fallback = own[0] if own else output.to_tuple()[0]
-        output = pooled if pooled is not None else output.get("last_hidden_state", fallback)
-        if _layer_pairs(output):
-            # Features injected at several text layers ((layer, features) pairs, deepstack):
-            # the first layer's features fill the placeholders.
-            output = output[0][1]
-    found = _flat_tensors(output)
-    # The width of the text the features replace, from the model that owns the feature method.
-    owner = getattr(getattr(function, "__self__", None), "config", None) or model.config
-    width = getattr(_text_config(owner), "hidden_size", None) or getattr(
-        _text_config(model.config), "hidden_size", None
-    )
+    found = _flat_tensors(_features_of(output))
+    width = _text_width(function, model)
     if not found or not width:
         return None
     total = sum(t.numel() for t in found)
     return total // width if total % width == 0 else None
+
+
+def _features_of(output: Any) -> Any:
+    """The features in a feature method's output: its pooled, else last hidden states."""
+    if not hasattr(output, "keys"):
+        return output
+    pooled = output.get("pooler_output") if "pooler_output" in output else None
+    # Without pooled or last hidden states, the first field that is not the tower's own
+    # hidden states or attentions holds the features.
+    own = [v for k, v in output.items() if k not in ("hidden_states", "attentions")]
+    fallback = own[0] if own else output.to_tuple()[0]
+    output = pooled if pooled is not None else output.get("last_hidden_state", fallback)
+    if _layer_pairs(output):
+        # Features injected at several text layers ((layer, features) pairs, deepstack):
+        # the first layer's features fill the placeholders.
+        output = output[0][1]
+    return output
+
+
+def _text_width(function: Any, model: Any) -> int | None:
+    """The width of the text the features replace, from the model that owns the feature method."""
+    owner = getattr(getattr(function, "__self__", None), "config", None) or model.config
+    return getattr(text_config(owner), "hidden_size", None) or getattr(
+        text_config(model.config), "hidden_size", None
+    )
 
 
 def _layer_pairs(value: Any) -> bool:
@@ -215,13 +196,13 @@ def _patch_grid(config: Any, batch: int, generator: Any) -> tuple[Any, Any]:
     """Flattened patches and their (t, h, w) grid, for models that take images as patch rows."""
     import torch
 
-    patch = _find(config, "patch_size", default=2)
+    patch = find_setting(config, "patch_size", default=2)
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    temporal = _find(config, "temporal_patch_size", "patch_temporal", default=1) or 1
+    temporal = find_setting(config, "temporal_patch_size", "patch_temporal", default=1) or 1
     temporal = temporal[0] if isinstance(temporal, (list, tuple)) else temporal
-    merge = _find(config, "spatial_merge_size", "merge_size", "merge_kernel_size", default=1) or 1
+    merge = find_setting(config, "spatial_merge_size", "merge_size", "merge_kernel_size", default=1) or 1
     merge = merge[0] if isinstance(merge, (list, tuple)) else merge
-    channels = _find(config, "in_channels", "num_channels", "in_chans", default=3)
+    channels = find_setting(config, "in_channels", "num_channels", "in_chans", default=3)
     side = 2 * merge
     grid = torch.tensor([[1, side, side]] * batch)
     rows = batch * side * side
@@ -232,9 +213,9 @@ def _flex_patches(config: Any, batch: int, height: int, width: int, generator: A
     """Rows of flattened patches with their mask and (rows, columns) grid, per image."""
     import torch
 
-    patch = _find(config, "patch_size", default=16)
+    patch = find_setting(config, "patch_size", default=16)
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    channels = _find(config, "num_channels", "in_channels", default=3)
+    channels = find_setting(config, "num_channels", "in_channels", default=3)
     rows, columns = max(1, height // patch), max(1, width // patch)
     return {
         "pixel_values": torch.rand(batch, rows * columns, channels * patch * patch, generator=generator),
@@ -251,184 +232,410 @@ def main_input(model: Any, default: str = "input_ids") -> str:
     return main
 
 
-def synthetic_inputs(model: Any, record: ModelRecord, seed: int = SEED) -> dict[str, Any]:
-    """Inputs for ``model.forward`` shaped by its signature and config (on the model's device)."""
+def synthetic_inputs(
+    model: Any, record: ModelRecord, head: str | None = None, seed: int = SEED
+) -> dict[str, Any]:
+    """Inputs for ``model.forward`` shaped by its signature and config (on the model's device).
+
+    ``head`` names the case's head, for the models.toml input hints given to some heads only
+    and for multiple choice; without it, every hint applies. Every random input is drawn from
+    one generator seeded with ``seed``, modality by modality in a fixed order.
+    """
+    plan = _plan(model, record, head, seed)
+    inputs: dict[str, Any] = {}
+    for builder in _BUILDERS:
+        inputs.update(builder(plan))
+    _pair_keypoint_images(plan, inputs)
+    _fit_text_to_head(plan, inputs)
+    inputs.update(_masks_and_flags(plan, inputs))
+    inputs.update(_documented_main(plan, inputs))
+    _require_main(plan, inputs)
+    device = next((p.device for p in model.parameters()), "cpu")
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the input builders of one model read: the model, its forward, its hints, the draws."""
+
+    model: Any
+    record: ModelRecord
+    head: Head | None
+    hints: dict[str, Any]
+    params: Mapping[str, inspect.Parameter]
+    required: set[str]
+    main: str
+    batch: int
+    seq_len: int
+    generator: Any
+    # Token ids the config reserves (random text avoids them).
+    reserved: set[int]
+    # A contrastive model (logits_per_text against logits_per_image/audio/...) compares both
+    # modalities in one forward: each of them needs its input, whichever is the main one.
+    contrastive: set[str]
+    # The text decoder's config, and the vocabulary the text ids index.
+    text: Any
+    vocab: int
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def wants(self, name: str) -> bool:
+        """Whether the forward takes ``name`` and needs it: its main input, required, or contrastive."""
+        return name in self.params and (self.main == name or name in self.required or bool(self.contrastive))
+
+    def token_ids(self, vocab: int, length: int) -> Any:
+        """(batch, length) random ids below ``vocab``, clear of the special tokens."""
+        import torch
+
+        # Skip the lowest ids, where special tokens usually live, and every reserved id.
+        low = min(4, max(vocab - 1, 0))
+        out = torch.randint(low, max(vocab, low + 1), (self.batch, length), generator=self.generator)
+        free = [i for i in range(low, vocab) if i not in self.reserved] or [low]
+        for token in self.reserved:
+            out[out == token] = free[token % len(free)]
+        return out
+
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the images: the hint's, else the config's, else 32."""
+        return _size(self.hints.get("image_size", find_setting(self.config, "image_size", "input_size")), 32)
+
+    def sighted(self) -> bool:
+        """Whether the model reads images: one built without its optional vision tower
+        (vision_config None) reads none, unless its forward requires them."""
+        return getattr(self.config, "vision_config", True) is not None or "pixel_values" in self.required
+
+
+def _plan(model: Any, record: ModelRecord, head: str | None, seed: int) -> _Plan:
+    """The plan of one model's inputs, from its forward's signature, its config and its hints."""
     import torch
 
     config = model.config
     hints = model_entry(record.model_type).get("inputs", {})
-    batch, seq_len = hints.get("batch", BATCH), hints.get("seq_len", SEQ_LEN)
     params = inspect.signature(model.forward).parameters
-    required = _required(params)
-    generator = torch.Generator().manual_seed(seed)
+    text = text_config(config)
+    return _Plan(
+        model=model,
+        record=record,
+        head=record.head(head) if head else None,
+        hints=hints,
+        params=params,
+        required=_required(params),
+        main=_forward_main(model, params),
+        batch=hints.get("batch", BATCH),
+        seq_len=hints.get("seq_len", SEQ_LEN),
+        generator=torch.Generator().manual_seed(seed),
+        reserved=special_token_ids(config),
+        contrastive=_contrastive_logits(model),
+        text=text,
+        vocab=getattr(text, "vocab_size", None) or find_setting(config, "vocab_size", default=99),
+    )
+
+
+def _forward_main(model: Any, params: Mapping[str, inspect.Parameter]) -> str:
+    """The main input the forward takes: the model's, else the forward's first parameter.
+
+    A main input name can be inherited from a shared base class whose forward takes it while
+    this one does not.
+    """
     main = main_input(model)
     named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if main not in params and named:
-        # A main input name inherited from a shared base class the forward does not take: the
-        # forward's first parameter is the main input.
         main = named[0]
-    inputs: dict[str, Any] = {}
-    reserved = _special_ids(config)
+    return main
 
-    def ids(vocab: int, length: int) -> Any:
-        # Skip the lowest ids, where special tokens usually live, and every reserved id.
-        low = min(4, max(vocab - 1, 0))
-        out = torch.randint(low, max(vocab, low + 1), (batch, length), generator=generator)
-        free = [i for i in range(low, vocab) if i not in reserved] or [low]
-        for token in reserved:
-            out[out == token] = free[token % len(free)]
-        return out
 
-    # A contrastive model (logits_per_text against logits_per_image/audio/...) compares both
-    # modalities in one forward: each of them needs its input, whichever is the main one.
-    contrastive = _contrastive_logits(model)
+# -- one builder per modality, called in this order (the order of the random draws) -------------
 
-    def wanted(name: str, *mains: str) -> bool:
-        return name in params and (main in (name, *mains) or name in required or contrastive)
 
-    text = _text_config(config)
-    vocab = getattr(text, "vocab_size", None) or _find(config, "vocab_size", default=99)
-    prompted = record.category == "vision" and getattr(config, "text_config", None) is not None
-    if wanted("input_ids") or (
+def _text_inputs(plan: _Plan) -> dict[str, Any]:
+    """The text ids, and the ids of any second tokenizer the forward requires."""
+    out: dict[str, Any] = {}
+    prompted = plan.record.category == "vision" and getattr(plan.config, "text_config", None) is not None
+    if plan.wants("input_ids") or (
         # Vision models with a text tower (open-vocabulary segmenters) read a text prompt too.
-        "input_ids" in params and (record.category in ("text", "multimodal") or prompted)
+        "input_ids" in plan.params and (plan.record.category in ("text", "multimodal") or prompted)
     ):
-        inputs["input_ids"] = ids(vocab, seq_len)
-        eos = getattr(text, "eos_token_id", None)
-        eos = eos[0] if isinstance(eos, list) and eos else eos
-        placeholders = {getattr(config, k, None) for keys, *_ in _PLACEHOLDERS for k in keys}
-        if (
-            isinstance(eos, int)
-            and 0 <= eos < vocab
-            and eos != getattr(text, "pad_token_id", None)
-            and eos not in placeholders
-        ):
-            # Sequence classification of encoder-decoders reads the last end-of-sequence token.
-            inputs["input_ids"][:, -1] = eos
-    for name in sorted(required):
-        if name.endswith("_input_ids") and name not in inputs:
+        out["input_ids"] = _prompt_ids(plan)
+    for name in sorted(plan.required):
+        if name.endswith("_input_ids") and name not in out:
             # A second tokenizer's ids (a Q-Former's, a prompt encoder's) index its own vocabulary.
-            sub = getattr(config, name.removesuffix("_input_ids") + "_config", None)
-            inputs[name] = ids(getattr(sub, "vocab_size", None) or vocab, seq_len)
-    grid_key = next((k for k in ("image_grid_thw", "grid_thw") if k in params), None)
+            sub = getattr(plan.config, name.removesuffix("_input_ids") + "_config", None)
+            out[name] = plan.token_ids(getattr(sub, "vocab_size", None) or plan.vocab, plan.seq_len)
+    return out
+
+
+def _prompt_ids(plan: _Plan) -> Any:
+    """Random text ids ending with the end-of-sequence token where the config has a usable one."""
+    ids = plan.token_ids(plan.vocab, plan.seq_len)
+    eos = getattr(plan.text, "eos_token_id", None)
+    eos = eos[0] if isinstance(eos, list) and eos else eos
+    placeholders = {getattr(plan.config, k, None) for keys, *_ in _PLACEHOLDERS for k in keys}
+    if (
+        isinstance(eos, int)
+        and 0 <= eos < plan.vocab
+        and eos != getattr(plan.text, "pad_token_id", None)
+        and eos not in placeholders
+    ):
+        # Sequence classification of encoder-decoders reads the last end-of-sequence token.
+        ids[:, -1] = eos
+    return ids
+
+
+def _pixel_inputs(plan: _Plan) -> dict[str, Any]:
+    """Images in the layout the model reads: patch rows with their grid, NaFlex patches, or pixels."""
+    grid_key = next((k for k in ("image_grid_thw", "grid_thw") if k in plan.params), None)
     # A vision tower that requires its patch rows and their grid takes them whatever its category.
-    patch_rows = next((k for k in ("pixel_values", "hidden_states") if k in required), None)
-    grid_required = grid_key in required and patch_rows is not None
-    # A model built without its optional vision tower (vision_config None) reads no images.
-    sighted = getattr(config, "vision_config", True) is not None or "pixel_values" in required
-    if sighted and (
-        wanted("pixel_values")
-        or ("pixel_values" in params and (record.category in ("vision", "multimodal") or grid_required))
+    patch_rows = next((k for k in ("pixel_values", "hidden_states") if k in plan.required), None)
+    grid_required = grid_key in plan.required and patch_rows is not None
+    if plan.sighted() and (
+        plan.wants("pixel_values")
+        or (
+            "pixel_values" in plan.params
+            and (plan.record.category in ("vision", "multimodal") or grid_required)
+        )
     ):
         if grid_key:
-            inputs["pixel_values"], inputs[grid_key] = _patch_grid(config, batch, generator)
-        elif "spatial_shapes" in params:
+            pixels, grid = _patch_grid(plan.config, plan.batch, plan.generator)
+            return {"pixel_values": pixels, grid_key: grid}
+        if "spatial_shapes" in plan.params:
             # Native-resolution (NaFlex) encoders read flattened patches, their mask and grid.
-            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
-            inputs.update(_flex_patches(config, batch, height, width, generator))
-        else:
-            channels = _find(config, "num_channels", "in_channels", "input_channels", default=3)
-            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
-            inputs["pixel_values"] = torch.rand(batch, channels, height, width, generator=generator)
-            if _image_stacks(model):
-                # Models that read several images per sample: (batch, images, channels, h, w).
-                inputs["pixel_values"] = inputs["pixel_values"].unsqueeze(1)
-            if record.family == "video-encoder" or "logits_per_video" in contrastive:
-                # Video encoders read their clip through pixel_values: (batch, frames, c, h, w).
-                frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
-                inputs["pixel_values"] = torch.rand(
-                    batch, frames, channels, height, width, generator=generator
-                )
-            grid = getattr(config, "image_grid_pinpoints", None)
-            if "image_sizes" in params and isinstance(grid, list) and grid:
-                # Any-resolution models read (batch, patches, channels, h, w) and each image's size;
-                # they keep as many patches as the best-fitting grid needs: give the most any needs.
-                patches = 1 + max(math.ceil(h / height) * math.ceil(w / width) for h, w in grid)
-                inputs["pixel_values"] = torch.rand(
-                    batch, patches, channels, height, width, generator=generator
-                )
-                inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
-            elif "image_sizes" in params and _feature_method_requires(
-                model, "get_image_features", "image_sizes"
-            ):
-                # Variable-resolution towers (Pixtral) read each image's size to cut its patches.
-                inputs["image_sizes"] = torch.tensor([[height, width]] * batch)
-    elif grid_key and "hidden_states" in params and (main == "hidden_states" or grid_required):
-        inputs["hidden_states"], inputs[grid_key] = _patch_grid(config, batch, generator)
-    if sighted and wanted("pixel_values_videos"):
-        if "video_grid_thw" in params:
-            inputs["pixel_values_videos"], inputs["video_grid_thw"] = _patch_grid(config, batch, generator)
-        else:
-            channels = _find(config, "num_channels", "in_channels", default=3)
-            height, width = _size(hints.get("image_size", _find(config, "image_size", "input_size")), 32)
-            frames = hints.get("frames") or _find(config, "num_frames", "frames_per_clip", default=2)
-            frames = min(frames, 8)
-            inputs["pixel_values_videos"] = torch.rand(
-                batch, frames, channels, height, width, generator=generator
-            )
-    if wanted("input_values"):
-        samples = hints.get("audio_samples", _audio_samples(config))
-        channels = _find(config, "audio_channels", default=1)
-        documented = _documented_shape(model, "input_values")
-        sized = [_find(config, name) for name in documented[1:]]
-        if len(documented) == 3 and all(isinstance(v, int) and v > 0 for v in sized):
-            # Spectrogram transformers read (batch, frames, bins) sized by their config.
-            shape = (batch, *sized)
-        elif channels > 1 or len(documented) == 3 or _unpacks_channels(model):
-            shape = (batch, channels, samples)
-        else:
-            shape = (batch, samples)
-        inputs["input_values"] = torch.randn(*shape, generator=generator)
-    if wanted("input_features"):
-        bins = _find(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
-        frames = hints.get("frames") or 2 * (_find(config, "max_source_positions", default=32) or 32)
-        if _frames_first(record.processors.get("feature_extractor")):
-            inputs["input_features"] = torch.randn(batch, frames, bins, generator=generator)
-            mask_shape = (batch, frames)
-        else:
-            inputs["input_features"] = torch.randn(batch, bins, frames, generator=generator)
-            mask_shape = (batch, frames)
-        for name in ("input_features_mask", "feature_attention_mask"):
-            if name in required:
-                inputs[name] = torch.ones(mask_shape, dtype=torch.long)
-    _time_series_inputs(config, params, required, main, inputs, batch, generator)
-    if "decoder_input_ids" in params and (
-        getattr(config, "is_encoder_decoder", False) or "decoder_input_ids" in required
+            return _flex_patches(plan.config, plan.batch, *plan.image_size(), plan.generator)
+        return _image_inputs(plan)
+    if grid_key and "hidden_states" in plan.params and (plan.main == "hidden_states" or grid_required):
+        rows, grid = _patch_grid(plan.config, plan.batch, plan.generator)
+        return {"hidden_states": rows, grid_key: grid}
+    return {}
+
+
+def _image_inputs(plan: _Plan) -> dict[str, Any]:
+    """Pixel values (batch, channels, h, w) or the stacked layout the model unpacks, with the
+    image sizes any-resolution and variable-resolution models read."""
+    channels = find_setting(plan.config, "num_channels", "in_channels", "input_channels", default=3)
+    height, width = plan.image_size()
+    out = {"pixel_values": _image_tensor(plan, channels, height, width)}
+    out.update(_image_sizes(plan, channels, height, width))
+    return out
+
+
+def _image_tensor(plan: _Plan, channels: int, height: int, width: int) -> Any:
+    """Images, as single images, image stacks or video clips."""
+    import torch
+
+    pixels = torch.rand(plan.batch, channels, height, width, generator=plan.generator)
+    if _image_stacks(plan.model):
+        # Models that read several images per sample: (batch, images, channels, h, w).
+        pixels = pixels.unsqueeze(1)
+    if plan.record.family == "video-encoder" or "logits_per_video" in plan.contrastive:
+        # Video encoders read their clip through pixel_values: (batch, frames, c, h, w).
+        frames = plan.hints.get("frames") or find_setting(
+            plan.config, "num_frames", "frames_per_clip", default=2
+        )
+        pixels = torch.rand(plan.batch, frames, channels, height, width, generator=plan.generator)
+    return pixels
+
+
+def _image_sizes(plan: _Plan, channels: int, height: int, width: int) -> dict[str, Any]:
+    """Each image's size, for the models that read it (any-resolution patches replace the pixels)."""
+    import torch
+
+    if "image_sizes" not in plan.params:
+        return {}
+    sizes = torch.tensor([[height, width]] * plan.batch)
+    grid = getattr(plan.config, "image_grid_pinpoints", None)
+    if isinstance(grid, list) and grid:
+        # Any-resolution models read (batch, patches, channels, h, w) and each image's size;
+        # they keep as many patches as the best-fitting grid needs: give the most any needs.
+        patches = 1 + max(math.ceil(h / height) * math.ceil(w / width) for h, w in grid)
+        pixels = torch.rand(plan.batch, patches, channels, height, width, generator=plan.generator)
+        return {"pixel_values": pixels, "image_sizes": sizes}
+    if _feature_method_requires(plan.model, "get_image_features", "image_sizes"):
+        # Variable-resolution towers (Pixtral) read each image's size to cut its patches.
+        return {"image_sizes": sizes}
+    return {}
+
+
+def _video_inputs(plan: _Plan) -> dict[str, Any]:
+    """Video clips: patch rows with their grid, or (batch, frames, channels, h, w)."""
+    import torch
+
+    if not (plan.sighted() and plan.wants("pixel_values_videos")):
+        return {}
+    if "video_grid_thw" in plan.params:
+        rows, grid = _patch_grid(plan.config, plan.batch, plan.generator)
+        return {"pixel_values_videos": rows, "video_grid_thw": grid}
+    channels = find_setting(plan.config, "num_channels", "in_channels", default=3)
+    height, width = plan.image_size()
+    frames = plan.hints.get("frames") or find_setting(plan.config, "num_frames", "frames_per_clip", default=2)
+    frames = min(frames, 8)
+    clips = torch.rand(plan.batch, frames, channels, height, width, generator=plan.generator)
+    return {"pixel_values_videos": clips}
+
+
+def _waveform_inputs(plan: _Plan) -> dict[str, Any]:
+    """Raw audio (``input_values``), in the layout the model reads."""
+    import torch
+
+    if not plan.wants("input_values"):
+        return {}
+    config = plan.config
+    samples = plan.hints.get("audio_samples", _audio_samples(config))
+    channels = find_setting(config, "audio_channels", default=1)
+    documented = _documented_shape(plan.model, "input_values")
+    sized = [find_setting(config, name) for name in documented[1:]]
+    if len(documented) == 3 and all(isinstance(v, int) and v > 0 for v in sized):
+        # Spectrogram transformers read (batch, frames, bins) sized by their config.
+        shape = (plan.batch, *sized)
+    elif channels > 1 or len(documented) == 3 or _unpacks_channels(plan.model):
+        shape = (plan.batch, channels, samples)
+    else:
+        shape = (plan.batch, samples)
+    return {"input_values": torch.randn(*shape, generator=plan.generator)}
+
+
+def _spectrogram_inputs(plan: _Plan) -> dict[str, Any]:
+    """Audio features (``input_features``, mel bins by frames) and the masks the forward requires."""
+    import torch
+
+    if not plan.wants("input_features"):
+        return {}
+    config, batch = plan.config, plan.batch
+    bins = find_setting(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
+    frames = plan.hints.get("frames") or 2 * (find_setting(config, "max_source_positions", default=32) or 32)
+    if _frames_first(plan.record.processors.get("feature_extractor")):
+        features = torch.randn(batch, frames, bins, generator=plan.generator)
+    else:
+        features = torch.randn(batch, bins, frames, generator=plan.generator)
+    out = {"input_features": features}
+    for name in ("input_features_mask", "feature_attention_mask"):
+        if name in plan.required:
+            out[name] = torch.ones((batch, frames), dtype=torch.long)
+    return out
+
+
+def _time_series_inputs(plan: _Plan) -> dict[str, Any]:
+    """Past (and future) values, time features and observed masks sized by the config."""
+    import torch
+
+    config, params, batch, generator = plan.config, plan.params, plan.batch, plan.generator
+    if "past_values" not in params or not ("past_values" in plan.required or plan.main == "past_values"):
+        return {}
+    context = getattr(config, "context_length", None) or 16
+    lags = getattr(config, "lags_sequence", None) or [0]
+    length = context + max(lags)
+    channels = getattr(config, "num_input_channels", None) or getattr(config, "input_size", None) or 1
+    shape = (
+        (batch, length, channels)
+        if channels > 1 or hasattr(config, "num_input_channels")
+        else (batch, length)
+    )
+    out = {"past_values": torch.randn(*shape, generator=generator)}
+    time_features = getattr(config, "num_time_features", None)
+    if "past_time_features" in params and time_features is not None:
+        out["past_time_features"] = torch.randn(batch, length, time_features, generator=generator)
+    if "past_observed_mask" in params:
+        out["past_observed_mask"] = torch.ones(shape)
+    if "past_values_padding" in params:
+        out["past_values_padding"] = torch.zeros(batch, length, dtype=torch.long)
+    if "freq" in params:
+        out["freq"] = torch.zeros(batch, dtype=torch.long)
+    horizon = getattr(config, "prediction_length", None)
+    if getattr(config, "is_encoder_decoder", False) and horizon and "future_values" in params:
+        future = (batch, horizon, *shape[2:])
+        out["future_values"] = torch.randn(*future, generator=generator)
+        if "future_time_features" in params and time_features is not None:
+            out["future_time_features"] = torch.randn(batch, horizon, time_features, generator=generator)
+    return out
+
+
+def _decoder_inputs(plan: _Plan) -> dict[str, Any]:
+    """Decoder ids for encoder-decoders (and forwards that require them)."""
+    if "decoder_input_ids" in plan.params and (
+        getattr(plan.config, "is_encoder_decoder", False) or "decoder_input_ids" in plan.required
     ):
-        decoder_vocab = _find(config, "decoder_vocab_size", default=None) or vocab
-        inputs["decoder_input_ids"] = ids(decoder_vocab, seq_len)
-    head = record.head(getattr(model, "_hfci_head", "")) if getattr(model, "_hfci_head", None) else None
-    for name, value in hints.get("tensors", {}).items():
-        if name in params and (head is None or head.name in value.get("heads", [head.name])):
-            # One hint serves every head of the type (or the heads it names) that takes the input.
-            inputs[name] = _tensor_from_hint(value, generator)
-    matcher = any("MODEL_FOR_KEYPOINT_MATCHING" in h.mappings for h in record.heads)
+        decoder_vocab = find_setting(plan.config, "decoder_vocab_size", default=None) or plan.vocab
+        return {"decoder_input_ids": plan.token_ids(decoder_vocab, plan.seq_len)}
+    return {}
+
+
+def _hinted_tensors(plan: _Plan) -> dict[str, Any]:
+    """The tensors models.toml describes for inputs no introspection can shape."""
+    head = plan.head
+    # One hint serves every head of the type (or the heads it names) that takes the input.
+    return {
+        name: _tensor_from_hint(value, plan.generator)
+        for name, value in plan.hints.get("tensors", {}).items()
+        if name in plan.params and (head is None or head.name in value.get("heads", [head.name]))
+    }
+
+
+_BUILDERS: tuple[Callable[[_Plan], dict[str, Any]], ...] = (
+    _text_inputs,
+    _pixel_inputs,
+    _video_inputs,
+    _waveform_inputs,
+    _spectrogram_inputs,
+    _time_series_inputs,
+    _decoder_inputs,
+    _hinted_tensors,
+)
+
+
+# -- what follows reshapes or completes the drawn inputs -------------------------------------
+
+
+def _pair_keypoint_images(plan: _Plan, inputs: dict[str, Any]) -> None:
+    """Keypoint matchers (and their base models) read image pairs: (batch, 2, c, h, w)."""
+    import torch
+
+    matcher = any("MODEL_FOR_KEYPOINT_MATCHING" in h.mappings for h in plan.record.heads)
     if matcher and "pixel_values" in inputs and inputs["pixel_values"].dim() == 4:
-        # Keypoint matchers (and their base models) read image pairs: (batch, 2, c, h, w).
         inputs["pixel_values"] = torch.stack([inputs["pixel_values"], inputs["pixel_values"].flip(-1)], dim=1)
-    if head and "MODEL_FOR_MULTIPLE_CHOICE" in head.mappings:
+
+
+def _fit_text_to_head(plan: _Plan, inputs: dict[str, Any]) -> None:
+    """Text laid out for the head: one row per choice for multiple choice, else with the
+    multimodal placeholders the other inputs fill."""
+    if plan.head and "MODEL_FOR_MULTIPLE_CHOICE" in plan.head.mappings:
         # Multiple choice reads (batch, choices, sequence).
         for name in ("input_ids", "attention_mask"):
             if name in inputs:
                 inputs[name] = inputs[name].unsqueeze(1).expand(-1, 2, -1).contiguous()
     elif "input_ids" in inputs:
-        _insert_placeholders(model, inputs, params, functools.cache(lambda: _base_model(model, record)))
-    if "input_ids" in inputs and "attention_mask" in params and "attention_mask" not in inputs:
+        model, record = plan.model, plan.record
+        _insert_placeholders(model, inputs, plan.params, functools.cache(lambda: _base_model(model, record)))
+
+
+def _masks_and_flags(plan: _Plan, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The attention mask of the text, and ``use_cache`` off."""
+    import torch
+
+    out: dict[str, Any] = {}
+    if "input_ids" in inputs and "attention_mask" in plan.params and "attention_mask" not in inputs:
         # A hinted mask stays: ids with a codebook axis still take a (batch, length) mask.
-        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-    if "use_cache" in params:
+        out["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    if "use_cache" in plan.params:
         # Hybrid and recurrent models build caches some of them cannot measure; a forward needs none.
-        inputs["use_cache"] = False
-    if main not in inputs and main in params:
-        documented = _documented_tensor(model, main, batch, seq_len, generator)
-        if documented is not None:
-            inputs[main] = documented
+        out["use_cache"] = False
+    return out
+
+
+def _documented_main(plan: _Plan, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A main input no builder made, shaped from the forward's docstring where it documents one."""
+    if plan.main in inputs or plan.main not in plan.params:
+        return {}
+    documented = _documented_tensor(plan.model, plan.main, plan.batch, plan.seq_len, plan.generator)
+    return {} if documented is None else {plan.main: documented}
+
+
+def _require_main(plan: _Plan, inputs: dict[str, Any]) -> None:
+    """Raise ``FactoryError`` when the main input is missing and nothing stands in for it."""
+    main = plan.main
     built = any(hasattr(v, "shape") for v in inputs.values())
-    if main not in inputs and main in params and (main in required or not built):
+    if main not in inputs and main in plan.params and (main in plan.required or not built):
         # An optional main input may stand beside aliases the head reads instead (input_ids, ...).
         raise FactoryError(f"no synthetic input for {main!r} (add an inputs hint in models.toml)")
-    device = next((p.device for p in model.parameters()), "cpu")
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
 
 
 def _contrastive_logits(model: Any) -> set[str]:
@@ -483,7 +690,7 @@ def _audio_samples(config: Any) -> int:
     kernels = getattr(config, "tdnn_kernel", None)
     dilations = getattr(config, "tdnn_dilation", None) or [1] * len(kernels or [])
     strides = getattr(config, "conv_stride", None)
-    if not _int_list(kernels) or not _int_list(strides):
+    if not int_list(kernels) or not int_list(strides):
         return AUDIO_SAMPLES
     frames = 1 + sum((k - 1) * d for k, d in zip(kernels, dilations, strict=False))
     return max(AUDIO_SAMPLES, (frames + 2) * math.prod(strides))
@@ -509,7 +716,9 @@ def _documented_tensor(model: Any, name: str, batch: int, length: int, generator
         return None
     shape = [batch]
     for dim in dims[1:]:
-        value = _find(model.config, dim) if dim.isidentifier() else (int(dim) if dim.isdigit() else None)
+        value = (
+            find_setting(model.config, dim) if dim.isidentifier() else (int(dim) if dim.isdigit() else None)
+        )
         shape.append(
             value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else length
         )
@@ -567,47 +776,6 @@ def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any, base: 
             # Which modality each position holds (0 text, 1 image, 2 video), for multimodal RoPE.
             text = torch.zeros_like(ids)
             inputs["mm_token_type_ids"] = torch.cat([text[:, :1], *kinds, text[:, 1:]], dim=1)
-
-
-def _time_series_inputs(
-    config: Any,
-    params: Any,
-    required: set[str],
-    main: str,
-    inputs: dict[str, Any],
-    batch: int,
-    generator: Any,
-) -> None:
-    """Past (and future) values, time features and observed masks sized by the config."""
-    import torch
-
-    if "past_values" not in params or not ("past_values" in required or main == "past_values"):
-        return
-    context = getattr(config, "context_length", None) or 16
-    lags = getattr(config, "lags_sequence", None) or [0]
-    length = context + max(lags)
-    channels = getattr(config, "num_input_channels", None) or getattr(config, "input_size", None) or 1
-    shape = (
-        (batch, length, channels)
-        if channels > 1 or hasattr(config, "num_input_channels")
-        else (batch, length)
-    )
-    inputs["past_values"] = torch.randn(*shape, generator=generator)
-    time_features = getattr(config, "num_time_features", None)
-    if "past_time_features" in params and time_features is not None:
-        inputs["past_time_features"] = torch.randn(batch, length, time_features, generator=generator)
-    if "past_observed_mask" in params:
-        inputs["past_observed_mask"] = torch.ones(shape)
-    if "past_values_padding" in params:
-        inputs["past_values_padding"] = torch.zeros(batch, length, dtype=torch.long)
-    if "freq" in params:
-        inputs["freq"] = torch.zeros(batch, dtype=torch.long)
-    horizon = getattr(config, "prediction_length", None)
-    if getattr(config, "is_encoder_decoder", False) and horizon and "future_values" in params:
-        future = (batch, horizon, *shape[2:])
-        inputs["future_values"] = torch.randn(*future, generator=generator)
-        if "future_time_features" in params and time_features is not None:
-            inputs["future_time_features"] = torch.randn(batch, horizon, time_features, generator=generator)
 
 
 def _tensor_from_hint(hint: dict[str, Any], generator: Any) -> Any:

@@ -11,7 +11,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hfci.case import TinyCase
 from hfci.catalog import ModelRecord
+from hfci.configs import int_setting
+from hfci.inputs import main_input
+
+__all__ = [
+    "RECIPES",
+    "SPECIAL_TOKENS",
+    "NoRecipe",
+    "Recipe",
+    "feature_extractor_for",
+    "image_processor_for",
+    "pick_task",
+    "tokenizer_for",
+]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -106,7 +120,7 @@ def feature_extractor_for(record: ModelRecord, model: Any = None) -> Any:
     if not name:
         raise NoRecipe(f"{record.model_type} has no feature extractor")
     config = getattr(model, "config", None)
-    bins = _config_value(config, "num_mel_bins", "input_feat_per_channel")
+    bins = int_setting(config, "num_mel_bins", "input_feat_per_channel")
     try:
         cls = _class(name)
         try:
@@ -117,24 +131,11 @@ def feature_extractor_for(record: ModelRecord, model: Any = None) -> Any:
         raise
     except Exception as error:
         raise NoRecipe(f"{name} cannot be built with defaults: {str(error)[:120]}") from error
-    positions = _config_value(config, "max_source_positions")
+    positions = int_setting(config, "max_source_positions")
     if positions and hasattr(extractor, "nb_max_frames") and hasattr(extractor, "hop_length"):
         extractor.nb_max_frames = 2 * positions
         extractor.n_samples = extractor.nb_max_frames * extractor.hop_length
     return extractor
-
-
-def _config_value(config: Any, *keys: str) -> Any:
-    """The first of ``keys`` set on the config or one of its direct sub-configs."""
-    if config is None:
-        return None
-    subs = [config, *(v for v in vars(config).values() if hasattr(v, "to_dict") and hasattr(v, "model_type"))]
-    for sub in subs:
-        for key in keys:
-            value = getattr(sub, key, None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-    return None
 
 
 def _words(n: int) -> str:
@@ -154,24 +155,27 @@ def _image(height: int, width: int) -> Any:
 class Recipe:
     """How to call one pipeline task offline, and what its result must look like."""
 
-    kwargs: Callable[[Any, ModelRecord], dict[str, Any]]
-    call: Callable[[Any, Any], Any]
+    # The processors the pipeline is built with, and the call of the built pipeline on the case.
+    kwargs: Callable[[TinyCase], dict[str, Any]]
+    call: Callable[[Any, TinyCase], Any]
     expect: Callable[[Any], bool]
     reads: tuple[str, ...] = ("input_ids",)
 
 
-def _text(model: Any, record: ModelRecord) -> dict[str, Any]:
-    text = model.config.get_text_config(decoder=True)
+def _text(case: TinyCase) -> dict[str, Any]:
+    text = case.model.config.get_text_config(decoder=True)
     if not isinstance(getattr(text, "vocab_size", None), int):
         raise NoRecipe("the config has no vocab_size (a character-level model needs its own tokenizer)")
     special = {kind: getattr(text, f"{kind}_token_id", None) for kind in ("pad", "eos", "bos")}
     special = {k: v[0] if isinstance(v, list) and v else v for k, v in special.items()}
-    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    encoder_decoder = bool(getattr(case.model.config, "is_encoder_decoder", False))
     return {"tokenizer": tokenizer_for(text.vocab_size, special, append_eos=encoder_decoder)}
 
 
-def _vision_size(model: Any) -> tuple[int, int]:
-    pixel = getattr(model, "_hfci_pixel_shape", None)
+def _vision_size(case: TinyCase) -> tuple[int, int]:
+    """(height, width) of the images the case's model reads."""
+    pixels = case.inputs.get("pixel_values")
+    pixel = tuple(pixels.shape) if pixels is not None else None
     if pixel and len(pixel) == 5:
         raise NoRecipe("the model reads video clips, which image pipelines do not make")
     if pixel:
@@ -179,16 +183,16 @@ def _vision_size(model: Any) -> tuple[int, int]:
     raise NoRecipe("the tiny model reads no pixel_values")
 
 
-def _vision(model: Any, record: ModelRecord) -> dict[str, Any]:
-    return {"image_processor": image_processor_for(record, *_vision_size(model))}
+def _vision(case: TinyCase) -> dict[str, Any]:
+    return {"image_processor": image_processor_for(case.record, *_vision_size(case))}
 
 
-def _audio(model: Any, record: ModelRecord) -> dict[str, Any]:
-    return {"feature_extractor": feature_extractor_for(record, model)}
+def _audio(case: TinyCase) -> dict[str, Any]:
+    return {"feature_extractor": feature_extractor_for(case.record, case.model)}
 
 
-def _audio_text(model: Any, record: ModelRecord) -> dict[str, Any]:
-    return {**_audio(model, record), **_text(model, record)}
+def _audio_text(case: TinyCase) -> dict[str, Any]:
+    return {**_audio(case), **_text(case)}
 
 
 def _is_list_of_dicts(result: Any, *keys: str) -> bool:
@@ -206,61 +210,61 @@ def _waveform() -> Any:
 
 
 RECIPES: dict[str, Recipe] = {
-    "feature-extraction": Recipe(_text, lambda p, m: p(_words(5)), lambda r: isinstance(r, list) and bool(r)),
+    "feature-extraction": Recipe(_text, lambda p, c: p(_words(5)), lambda r: isinstance(r, list) and bool(r)),
     "fill-mask": Recipe(
         _text,
-        lambda p, m: p(f"{_words(3)} [MASK] {_words(2)}", top_k=2),
+        lambda p, c: p(f"{_words(3)} [MASK] {_words(2)}", top_k=2),
         lambda r: _is_list_of_dicts(r, "score", "token"),
     ),
     "text-classification": Recipe(
-        _text, lambda p, m: p(_words(6)), lambda r: _is_list_of_dicts(r, "label", "score")
+        _text, lambda p, c: p(_words(6)), lambda r: _is_list_of_dicts(r, "label", "score")
     ),
-    "token-classification": Recipe(_text, lambda p, m: p(_words(6)), lambda r: isinstance(r, list)),
+    "token-classification": Recipe(_text, lambda p, c: p(_words(6)), lambda r: isinstance(r, list)),
     "text-generation": Recipe(
         _text,
-        lambda p, m: p(_words(4), max_new_tokens=2, do_sample=False),
+        lambda p, c: p(_words(4), max_new_tokens=2, do_sample=False),
         lambda r: _is_list_of_dicts(r, "generated_text"),
     ),
     "image-classification": Recipe(
         _vision,
-        lambda p, m: p(_image(*_vision_size(m)), top_k=2),
+        lambda p, c: p(_image(*_vision_size(c)), top_k=2),
         lambda r: _is_list_of_dicts(r, "label", "score"),
         ("pixel_values",),
     ),
     "image-feature-extraction": Recipe(
         _vision,
-        lambda p, m: p(_image(*_vision_size(m))),
+        lambda p, c: p(_image(*_vision_size(c))),
         lambda r: isinstance(r, list) and bool(r),
         ("pixel_values",),
     ),
     "audio-classification": Recipe(
         _audio,
-        lambda p, m: p(_waveform(), top_k=2),
+        lambda p, c: p(_waveform(), top_k=2),
         lambda r: _is_list_of_dicts(r, "label", "score"),
         ("input_values", "input_features"),
     ),
     "automatic-speech-recognition": Recipe(
         _audio_text,
-        lambda p, m: p(_waveform()),
+        lambda p, c: p(_waveform()),
         lambda r: isinstance(r, dict) and "text" in r,
         ("input_values", "input_features"),
     ),
 }
 
 
-def pick_task(tasks: tuple[str, ...], model: Any) -> str:
-    """The first of a head's tasks with an offline recipe for what the model reads."""
-    from hfci.inputs import main_input
+def pick_task(tasks: tuple[str, ...], model: Any, category: str = "") -> str:
+    """The first of a head's tasks with an offline recipe for what the model reads.
 
+    ``category`` is the model type's (from the catalog): a multimodal base model is served by no
+    one-modality generic pipeline.
+    """
     main = main_input(model)
     # An encoder-decoder's base model needs decoder inputs no feature-extraction pipeline gives.
     seq2seq_base = getattr(model.config, "is_encoder_decoder", False) and type(model).__name__.endswith(
         "Model"
     )
     # A multimodal base model needs every modality at once; a one-modality pipeline cannot feed it.
-    multimodal_base = (
-        type(model).__name__.endswith("Model") and getattr(model, "_hfci_category", "") == "multimodal"
-    )
+    multimodal_base = type(model).__name__.endswith("Model") and category == "multimodal"
     for task in tasks:
         recipe = RECIPES.get(task)
         generic = task in ("feature-extraction", "image-feature-extraction")
