@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hfci.catalog import ModelRecord
-from hfci.factory import SEED, build_model
+from hfci.factory import build_model
 from hfci.inputs import synthetic_inputs
+from hfci.outputs import SEED
 
 __all__ = ["TinyCase", "build_case", "parameter_count"]
 

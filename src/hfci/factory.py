@@ -23,21 +23,18 @@ from hfci.configs import (
     nested_config_dicts,
     sub_configs,
 )
+from hfci.outputs import SEED
 
 __all__ = [
-    "SEED",
     "FactoryError",
     "MissingDependency",
     "build_model",
     "config_class",
     "make_consistent",
-    "model_entry",
     "overrides",
     "shrink",
     "tiny_config",
 ]
-
-SEED = 0
 
 
 class FactoryError(RuntimeError):
@@ -50,11 +47,6 @@ class MissingDependency(FactoryError):
     def __init__(self, package: str, detail: str = ""):
         super().__init__(f"needs the optional package {package!r}{': ' + detail if detail else ''}")
         self.package = package
-
-
-def model_entry(model_type: str) -> dict[str, Any]:
-    """The ``data/models.toml`` entry of a model type (empty if none)."""
-    return data.load("models").get(model_type, {})
 
 
 # -- tiny configs ------------------------------------------------------------------------------
@@ -561,7 +553,7 @@ def tiny_config(record: ModelRecord) -> Any:
     tiny = shrink(default)
     changes = _nested_entries(overrides(default, tiny), tiny, record.model_type)
     changes = _keep_init_kwargs(cls, default, changes)
-    entry_config = model_entry(record.model_type).get("config", {})
+    entry_config = data.model_entry(record.model_type).get("config", {})
     changes = _with_pad_id(_deep_update(changes, entry_config), default)
     try:
         config = cls(**changes)
@@ -602,7 +594,7 @@ def _nested_entries(changes: dict[str, Any], tiny: dict[str, Any], own: str) -> 
         before = out.get(key)
         sub_changes = dict(before) if isinstance(before, dict) else {"model_type": sub["model_type"]}
         sub_changes = _nested_entries(sub_changes, sub, own)
-        entry = model_entry(sub["model_type"]).get("config", {}) if sub["model_type"] != own else {}
+        entry = data.model_entry(sub["model_type"]).get("config", {}) if sub["model_type"] != own else {}
         fits = all(
             len(value) == len(sub[name])
             for name, value in entry.items()

@@ -16,9 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hfci import data
 from hfci.catalog import Head, ModelRecord
 from hfci.configs import find_setting, int_list, special_token_ids, text_config
-from hfci.factory import SEED, FactoryError, model_entry
+from hfci.factory import FactoryError
+from hfci.outputs import SEED
 
 __all__ = ["AUDIO_SAMPLES", "BATCH", "SEQ_LEN", "main_input", "synthetic_inputs"]
 
@@ -312,7 +314,7 @@ def _plan(model: Any, record: ModelRecord, head: str | None, seed: int) -> _Plan
     import torch
 
     config = model.config
-    hints = model_entry(record.model_type).get("inputs", {})
+    hints = data.model_entry(record.model_type).get("inputs", {})
     params = inspect.signature(model.forward).parameters
     text = text_config(config)
     return _Plan(
