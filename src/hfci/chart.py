@@ -11,9 +11,16 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 __all__ = ["rate_colour", "render", "write"]
+
+
+def _escape(text: str, apostrophe: bool = False) -> str:
+    """Text safe inside SVG markup. (xml.sax.saxutils would pull urllib and ssl into every
+    ``hfci`` start through the report.)"""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("'", "&apos;") if apostrophe else text
+
 
 # Layout, in SVG user units (pixels).
 WIDTH = 760
@@ -39,7 +46,7 @@ def rate_colour(rate: float) -> str:
 def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "", size: int = 12) -> str:
     return (
         f"<text x='{x:.1f}' y='{y:.1f}' text-anchor='{anchor}' {FONT} font-size='{size}'{extra}>"
-        f"{escape(text)}</text>"
+        f"{_escape(text)}</text>"
     )
 
 
@@ -72,7 +79,7 @@ def _heatmap(rates: Mapping[str, Mapping[str, tuple[int, int]]], top: float) -> 
                 colour, label = "#dddddd", "—"
             out.append(
                 f"<rect x='{x + 1}' y='{y + 1}' width='{CELL_W - 2}' height='{CELL_H - 2}' fill='{colour}'>"
-                f"<title>{escape(f'{category} on {device}: {passed} of {total} cases pass')}</title></rect>"
+                f"<title>{_escape(f'{category} on {device}: {passed} of {total} cases pass')}</title></rect>"
             )
             out.append(_text(x + CELL_W / 2, y + CELL_H / 2 + 4, label, "middle"))
         y += CELL_H
@@ -105,7 +112,7 @@ def _box(device: str, values: Sequence[float], y: float, scale: Callable[[float]
         f"<line x1='{scale(values[0]):.1f}' y1='{mid}' x2='{scale(values[-1]):.1f}' y2='{mid}' stroke='#555'/>",
         f"<rect x='{scale(q1):.1f}' y='{y + 3}' width='{max(scale(q3) - scale(q1), 1):.1f}' "
         f"height='{BOX_H - 6}' fill='#9ecae1' stroke='#3182bd'>"
-        f"<title>{escape(summary)}</title></rect>",
+        f"<title>{_escape(summary)}</title></rect>",
         f"<line x1='{scale(median):.1f}' y1='{y + 2}' x2='{scale(median):.1f}' y2='{y + BOX_H - 2}' "
         "stroke='#08306b' stroke-width='2'/>",
         *(
@@ -159,7 +166,7 @@ def render(
     box, box_h = _boxplot(latencies, MARGIN + 18 + heat_h + 16)
     height = int(MARGIN + 18 + heat_h + 16 + box_h + MARGIN)
     body += heat + box
-    label = escape(title, {"'": "&apos;"})
+    label = _escape(title, apostrophe=True)
     head = (
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{height}' "
         f"viewBox='0 0 {WIDTH} {height}' role='img' aria-label='{label}'>"

@@ -12,8 +12,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from packaging.specifiers import SpecifierSet
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -54,6 +52,9 @@ def known_failure(
     or ``"*"``), ``device`` and ``runner`` (default ``"*"``), and ``transformers`` (a version
     specifier; no specifier covers every release).
     """
+    # Imported here, not at the top: packaging costs every `hfci` start, and only matching needs it.
+    from packaging.specifiers import SpecifierSet
+
     for entry in model_entry(model_type).get("known_failures", []):
         versions = entry.get("transformers")
         if (
