@@ -414,3 +414,26 @@ assert "torch" not in sys.modules, "torch imported"
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_crash_is_its_own_outcome_in_the_report_the_summary_and_the_baseline_diff(tmp_path):
+    why = "crashed in parity: killed by signal 11 (SIGSEGV)"
+    old = [rec("bert/ForMaskedLM", "forward", "passed")]
+    baseline = baselines.merge(None, old, {"device": "cpu"}, "cpu-test-torch0-transformers0")
+    base_path = baselines.write(tmp_path / "base" / "cpu-test-torch0-transformers0.json", baseline)
+    results = write(tmp_path / "run", [rec("bert/ForMaskedLM", "forward", "crashed", why)])
+    payload = json.loads(hfci(str(results), "--baseline", str(base_path), "--format", "json").stdout)
+    (case,) = payload["cases"]
+    assert case["status"] == "crashed" and why in case["reason"]
+    assert [(r["case"], r["reason"]) for r in payload["new_failures"]] == [("bert/ForMaskedLM", why)]
+    assert payload["totals"]["crashed"] == 1
+    markdown = hfci(str(results)).stdout
+    assert "💥" in markdown and "crashed in parity: killed by signal 11 (SIGSEGV)" in markdown
+    summary = subprocess.run(
+        [sys.executable, "-m", "hfci.github", "summary", str(results)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GITHUB_ACTIONS": ""},
+    )
+    assert summary.returncode == 1
+    assert "1 failing checks" in summary.stdout and "SIGSEGV" in summary.stdout

@@ -260,9 +260,7 @@ def new_failures(baseline: Baseline | None, records: Iterable[Record]) -> list[R
     return [
         r
         for r in records
-        if r.outcome == Outcome.FAILED
-        and r.check != "benchmark"
-        and baseline.outcome(key(r), r.check) == "passed"
+        if r.outcome.failing and r.check != "benchmark" and baseline.outcome(key(r), r.check) == "passed"
     ]
 
 

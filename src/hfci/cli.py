@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from hfci import baselines_cli, matrix, report
 from hfci.catalog import ModelRecord, load_catalog
@@ -19,6 +22,7 @@ __all__ = [
     "cmd_run",
     "main",
     "suite_command",
+    "supervise",
 ]
 
 
@@ -95,15 +99,44 @@ def suite_command() -> list[str]:
     ]
 
 
+# How long a stopped run may take to write its partial results before it is killed.
+STOP_GRACE = 20.0
+
+
+def supervise(command: Sequence[str], grace: float = STOP_GRACE) -> int:
+    """Run ``command``; SIGTERM or SIGINT here asks it to stop (SIGTERM, which the plugin turns
+    into an interrupt that writes partial results), and a child not gone in ``grace`` s is killed.
+    """
+    child = subprocess.Popen(list(command))
+
+    def stop(signum: int, frame: Any) -> None:
+        child.terminate()
+        # Not a wait here: the interrupted child.wait() below holds the lock a second one needs.
+        killer = threading.Timer(grace, child.kill)
+        killer.daemon = True
+        killer.start()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    """Run the model suite under pytest-xdist; the plugin validates the selection and summarises."""
+    """Run the model suite under pytest-xdist; the plugin validates the selection and summarises.
+
+    Every case runs in a worker process, ``--workers 0`` included (one worker): only a process
+    boundary survives a case that segfaults, aborts or runs out of memory.
+    """
     command = suite_command() + Selection.from_namespace(args).argv()
-    if args.workers != "0":
-        # Each case's checks share one worker (loadgroup), so its tiny model is built once.
-        command += ["-n", args.workers, "--dist", "loadgroup"]
+    # Each case's checks share one worker (loadgroup), so its tiny model is built once.
+    workers = "1" if args.workers == "0" else args.workers
+    command += ["-n", workers, "--dist", "loadgroup"]
     command += ["--timeout", str(args.timeout), "--results-dir", args.results_dir, "-q", "-rN", *extra]
     print("+ " + " ".join(command), flush=True)
-    return subprocess.call(command)
+    return supervise(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=cmd_run.__doc__,
     )
     add_arguments(run, OPTIONS)
-    run.add_argument("--workers", default="auto", help="pytest-xdist workers (0: none)")
+    run.add_argument(
+        "--workers",
+        default="auto",
+        help="worker processes (auto: one per core; 0 or 1: one), each case isolated in one",
+    )
     run.add_argument("--timeout", type=int, default=300, help="seconds before a hanging check fails")
     run.add_argument("--results-dir", default="results", help="where results-<device>.json goes")
     run.set_defaults(func=cmd_run, passthrough=True)

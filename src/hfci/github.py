@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from hfci.report_sections import failing_checks, outcomes_by_device
-from hfci.results import Outcome, Record, ResultsError, read_results_file, results_files
+from hfci.results import Record, ResultsError, read_results_file, results_files
 
 __all__ = [
     "ANNOTATION_CAP",
@@ -177,7 +177,7 @@ def report_results(paths: Sequence[str | Path]) -> int:
     records, problems = _read_results(paths)
     append_summary(results_summary(records))
     annotate("warning", problems)
-    failed = [r for r in records if r.outcome == Outcome.FAILED]
+    failed = [r for r in records if r.outcome.failing]
     annotate(
         "error",
         [Annotation(r.reason or str(r.outcome), title=f"{r.case} [{r.device}] {r.check}") for r in failed],

@@ -69,7 +69,7 @@ __all__ = [
 
 # The statuses of one case on one device, worst first: its checks' outcomes decide it (see
 # case_status), or the report's own Status.MISSING where the catalog expects a case no file has.
-STATUSES = (Outcome.FAILED, Outcome.XFAILED, Outcome.SKIPPED, Status.MISSING, Outcome.PASSED)
+STATUSES = (Outcome.CRASHED, Outcome.FAILED, Outcome.XFAILED, Outcome.SKIPPED, Status.MISSING, Outcome.PASSED)
 CONFIG_ONLY = "config only: no model class of its own"
 
 SourceKind = Literal["results", "baseline"]
@@ -285,7 +285,7 @@ def case_status(
     one); an expected failure without a message takes the reason models.toml gives for it.
     """
     ordered = sorted(records, key=lambda r: _check_key(check_name(r)))
-    for outcome in (Outcome.FAILED, Outcome.XFAILED):
+    for outcome in (Outcome.CRASHED, Outcome.FAILED, Outcome.XFAILED):
         hit = next((r for r in ordered if r.outcome == outcome), None)
         if hit is not None:
             return outcome, _reason_of(hit, transformers_version)
@@ -540,7 +540,9 @@ def _skipped_in_passing(cases: Sequence[CaseResult], records: Sequence[Record]) 
 
 def _parity_row(counts: Mapping[Outcome, int]) -> dict[str, Any]:
     # A skip (no sdpa support, a missing package) is counted but not held against the runner.
-    tried = sum(counts[o] for o in (Outcome.PASSED, Outcome.FAILED, Outcome.XFAILED, Outcome.XPASSED))
+    tried = sum(
+        counts[o] for o in (Outcome.PASSED, Outcome.FAILED, Outcome.CRASHED, Outcome.XFAILED, Outcome.XPASSED)
+    )
     return {
         "cases": sum(counts.values()),
         **{o: counts[o] for o in Outcome},
@@ -607,7 +609,7 @@ def _failure_annotations(report: Report) -> list[github.Annotation]:
         return any((case.case, case.device, check) in new for check in case.checks)
 
     failures = sorted(
-        (c for c in report.cases if c.status == Outcome.FAILED),
+        (c for c in report.cases if c.status in (Outcome.FAILED, Outcome.CRASHED)),
         key=lambda c: (not is_new(c), c.case, c.device),
     )
     return [

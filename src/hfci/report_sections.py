@@ -69,16 +69,18 @@ class Status(str, Enum):
 LABELS = {
     Outcome.PASSED: "passed",
     Outcome.FAILED: "failed",
+    Outcome.CRASHED: "crashed",
     Outcome.XFAILED: "expected failure",
     Outcome.SKIPPED: "skipped",
     Status.MISSING: "no result",
     Status.CONFIG_ONLY: "config only",
 }
 # The order of columns people read: the good news first.
-DISPLAY = (Outcome.PASSED, Outcome.FAILED, Outcome.XFAILED, Outcome.SKIPPED, Status.MISSING)
+DISPLAY = (Outcome.PASSED, Outcome.FAILED, Outcome.CRASHED, Outcome.XFAILED, Outcome.SKIPPED, Status.MISSING)
 SYMBOLS = {
     Outcome.PASSED: "✅",
     Outcome.FAILED: "❌",
+    Outcome.CRASHED: "💥",
     Outcome.XFAILED: "🟡",
     Outcome.SKIPPED: "⏭️",
     Status.MISSING: "❔",
@@ -338,7 +340,9 @@ def runner_parity(report: Report) -> list[str]:
     """Each runner's parity with eager, by category."""
     if not report.runners:
         return []
-    outcomes = (Outcome.PASSED, Outcome.FAILED, Outcome.XFAILED, Outcome.SKIPPED)
+    rows = [row for groups in report.runners.values() for row in groups.values()]
+    crashed = (Outcome.CRASHED,) if any(row.get(Outcome.CRASHED) for row in rows) else ()
+    outcomes = (Outcome.PASSED, Outcome.FAILED, *crashed, Outcome.XFAILED, Outcome.SKIPPED)
     lines = [
         "",
         "## Runner parity against eager",
@@ -442,7 +446,7 @@ def outcomes_by_device(records: Sequence[Record]) -> list[str]:
 
 def failing_checks(records: Sequence[Record], shown: int = FAILING_CHECKS_SHOWN) -> list[str]:
     """The failing checks with their reasons, the first ``shown`` of them, then how many more."""
-    failed = [r for r in records if r.outcome == Outcome.FAILED]
+    failed = [r for r in records if r.outcome.failing]
     if not failed:
         return []
     lines = ["", f"#### {len(failed)} failing checks", ""]

@@ -47,9 +47,15 @@ class Outcome(str, Enum):
     XFAILED = "xfailed"  # a known failure (models.toml) that failed as expected
     XPASSED = "xpassed"  # a known failure that passed: its entry can go
     SKIPPED = "skipped"
+    CRASHED = "crashed"  # the check killed its worker process (a signal, an exit, the memory ceiling)
 
     def __str__(self) -> str:
         return self.value
+
+    @property
+    def failing(self) -> bool:
+        """Whether the check found something wrong: it failed, or it crashed."""
+        return self in (Outcome.FAILED, Outcome.CRASHED)
 
 
 OUTCOMES = tuple(Outcome)
@@ -229,7 +235,13 @@ def summary(records: Sequence[Record], slowest: int = 10, new_failures: Sequence
             f"not compared ({len(disturbed)}): their baseline was measured on a busy machine; "
             "a refresh replaces it"
         )
-    failed = [r for r in records if r.outcome == "failed"]
+    crashed = [r for r in records if r.outcome == Outcome.CRASHED]
+    if crashed:
+        lines.append(
+            f"CRASHED ({len(crashed)}): the check killed its worker; its case's other checks did not run"
+        )
+        lines += [f"  {r.case} [{r.device}] {r.check}: {r.reason[:160]}" for r in crashed[:50]]
+    failed = [r for r in records if r.outcome == Outcome.FAILED]
     if failed:
         lines.append(f"FAILED ({len(failed)}):")
         lines += [f"  {r.case} [{r.device}] {r.check}: {r.reason[:160]}" for r in failed[:50]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,16 +15,22 @@ from hfci.results import CHECKS
 from hfci.selection import Selection, parse_shard
 
 __all__ = [
+    "EXPECTATIONS",
     "CaseSpec",
+    "case_meta",
     "case_of",
     "case_params",
     "check_of",
+    "fails_as_expected",
+    "group_of",
     "item_meta",
     "known_failure",
     "known_failure_entry",
     "marker_name",
+    "param_index",
     "run_order",
     "selected_cases",
+    "spec_of_node_id",
 ]
 
 
@@ -84,6 +91,22 @@ def known_failure(spec: CaseSpec, check: str) -> str | None:
     return entry.get("reason", "known failure") if entry is not None else None
 
 
+# What a known failure may say it expects (``expect = ...``); without it, any exception.
+EXPECTATIONS = ("crash", "timeout")
+
+
+def fails_as_expected(entry: dict[str, Any], error: BaseException) -> bool:
+    """Whether an exception is the failure a known-failure entry expects.
+
+    ``expect = "timeout"`` matches pytest-timeout's failure only; ``expect = "crash"`` matches no
+    exception, since a crash ends the worker instead (see :mod:`hfci.pytest.isolation`).
+    """
+    expect = entry.get("expect")
+    if expect == "timeout":
+        return str(error).startswith("Timeout (>")
+    return expect != "crash"
+
+
 def case_params(check: str, cases: list[CaseSpec], runners: tuple[str, ...]) -> list[Any]:
     """The pytest parameters of one check over the selected cases."""
     chosen = runners or ("eager",)
@@ -108,7 +131,7 @@ def _param(spec: CaseSpec, check: str) -> Any:
         getattr(pytest.mark, spec.device),
         getattr(pytest.mark, f"tier_{spec.record.tier}"),
         getattr(pytest.mark, f"family_{marker_name(spec.record.family)}"),
-        pytest.mark.xdist_group(f"{spec.case}-{spec.device}"),
+        pytest.mark.xdist_group(group_of(spec)),
     ]
     known = known_failure_entry(spec, check)
     if known is not None:
@@ -131,18 +154,50 @@ def check_of(item: pytest.Item) -> str:
     return getattr(item, "originalname", item.name).removeprefix("test_")
 
 
-def item_meta(spec: CaseSpec, item: pytest.Item) -> dict[str, str]:
-    """What a results record says about the case and check, carried on the item's properties."""
+def case_meta(spec: CaseSpec, check: str) -> dict[str, str]:
+    """What a results record says about the case and check."""
     return {
         "case": spec.case,
         "model_type": spec.record.model_type,
         "head": spec.head,
         "device": spec.device,
-        "check": check_of(item),
+        "check": check,
         "category": spec.record.category,
         "tier": spec.record.tier,
         "runner": spec.runner,
     }
+
+
+def item_meta(spec: CaseSpec, item: pytest.Item) -> dict[str, str]:
+    """The record's facts of an item, carried on its user properties to the controller."""
+    return case_meta(spec, check_of(item))
+
+
+_NODE_ID = re.compile(r"::test_(\w+)\[(.+)\](?:@.*)?$")
+
+
+def param_index(cases: list[CaseSpec], runners: tuple[str, ...]) -> dict[str, CaseSpec]:
+    """Every parameter id the selection can produce -> its case (each runner its own id)."""
+    return {
+        spec.id: spec
+        for base in cases
+        for spec in (CaseSpec(base.record, base.head, base.device, r) for r in ("eager", *runners))
+    }
+
+
+def spec_of_node_id(node_id: str, index: dict[str, CaseSpec]) -> tuple[CaseSpec, str] | None:
+    """The case and check of a model test's node id (``...::test_parity[bert/Model-cpu-sdpa]``).
+
+    The xdist controller collects no items: it knows a test by its id alone.
+    """
+    match = _NODE_ID.search(node_id)
+    spec = index.get(match.group(2)) if match else None
+    return (spec, match.group(1)) if spec is not None and match else None
+
+
+def group_of(spec: CaseSpec) -> str:
+    """The unit one worker runs whole: every check and runner of a case on a device."""
+    return f"{spec.case}-{spec.device}"
 
 
 def run_order(item: pytest.Item) -> tuple[Any, ...]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import uuid
 
 import pytest
@@ -17,6 +19,7 @@ from hfci.catalog import CATEGORIES, TIERS, load_catalog
 from hfci.devices import KNOWN_DEVICES, best_device, resolve_device
 from hfci.errors import HfciError, validate_choices
 from hfci.pytest.cases import marker_name
+from hfci.pytest.isolation import MemoryCeiling, default_max_memory, note_path, parse_memory
 from hfci.pytest.session import SESSION, HfciSession
 from hfci.runners import load as load_runner
 from hfci.selection import Selection, add_pytest_options
@@ -56,6 +59,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seconds between a suspected latency regression and its re-check at the session's end",
     )
     group.addoption(
+        "--max-memory",
+        default="auto",
+        metavar="SIZE",
+        help="stop a case whose worker grows past SIZE resident (e.g. 6GiB; 0: no ceiling; auto, the "
+        "default: four fifths of the machine's memory shared by the xdist workers); Linux only",
+    )
+    group.addoption(
         "--checkpoint",
         type=float,
         default=60.0,
@@ -86,6 +96,25 @@ def _devices(config: pytest.Config, selection: Selection) -> list[str]:
     return [resolve_device(d) for d in named] if named else [best_device()]
 
 
+def _isolate(config: pytest.Config, session: HfciSession) -> None:
+    """Crash isolation: the workers' memory ceiling, and a controller that survives their deaths."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        text = config.getoption("max_memory")
+        workers = int(workerinput.get("workercount", 1))
+        limit = default_max_memory(workers) if text == "auto" else parse_memory(text)
+        MemoryCeiling(limit, note_path(workerinput["testrunuid"], workerinput["workerid"])).start()
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, session.terminate)
+    if (
+        getattr(config.option, "dist", "no") != "no"
+        and getattr(config.option, "maxworkerrestart", "") is None
+    ):
+        # Each crash costs its own case only, so a run of N cases needs at most N replacements.
+        config.option.maxworkerrestart = str(len(session.cases()) + 1)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Markers, validation of the selection, and the session object for this process."""
     try:
@@ -95,6 +124,8 @@ def pytest_configure(config: pytest.Config) -> None:
         devices = _devices(config, selection)
         for name in selection.runner:
             load_runner(name)
+        if config.getoption("max_memory") != "auto":
+            parse_memory(config.getoption("max_memory"))
     except HfciError as error:
         raise pytest.UsageError(str(error)) from None
     if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):
@@ -104,6 +135,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION] = session
     config.pluginmanager.register(session, "hfci-session")
     if config.getoption("run_model_tests"):
+        _isolate(config, session)
         import torch
 
         # One thread per xdist worker: workers are the parallelism, threads would oversubscribe.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +26,22 @@ from hfci.catalog import load_catalog
 from hfci.devices import describe, fingerprint
 from hfci.factory import FactoryError, MissingDependency
 from hfci.outputs import seeded_forward
-from hfci.pytest.cases import CaseSpec, case_of, case_params, item_meta, run_order, selected_cases
+from hfci.pytest.cases import (
+    CaseSpec,
+    case_meta,
+    case_of,
+    case_params,
+    check_of,
+    fails_as_expected,
+    group_of,
+    item_meta,
+    known_failure_entry,
+    param_index,
+    run_order,
+    selected_cases,
+    spec_of_node_id,
+)
+from hfci.pytest.isolation import CaseScheduling, crash_reason
 from hfci.pytest.measuring import measured
 from hfci.results import Outcome, Record, summary, verdicts, write_results
 from hfci.selection import Selection
@@ -62,6 +78,8 @@ def _reason(report: pytest.TestReport) -> str:
 def _outcome(report: pytest.TestReport) -> Outcome:
     if hasattr(report, "wasxfail"):
         return Outcome.XPASSED if report.passed else Outcome.XFAILED
+    if dict(report.user_properties).get("hfci_crashed"):
+        return Outcome.CRASHED
     return Outcome(report.outcome)
 
 
@@ -91,6 +109,10 @@ class HfciSession:
         self._suspects: list[tuple[CaseSpec, float]] = []
         self._rechecks: dict[str, Any] = {}
         self._failing = 0
+        self._nodes: list[Any] = []
+        self._interrupted = False
+        self._cases: list[CaseSpec] | None = None
+        self._index: dict[str, CaseSpec] | None = None
 
     @property
     def _controller(self) -> bool:
@@ -103,12 +125,17 @@ class HfciSession:
         self._session = session
         self.started = time.perf_counter()
 
+    def cases(self) -> list[CaseSpec]:
+        """The selected cases on this run's devices, worked out once."""
+        if self._cases is None:
+            self._cases = selected_cases(self.selection, self.devices, load_catalog())
+        return self._cases
+
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "hfci_case" not in metafunc.fixturenames:
             return
         check = metafunc.function.__name__.removeprefix("test_")
-        cases = selected_cases(self.selection, self.devices, load_catalog())
-        metafunc.parametrize("hfci_case", case_params(check, cases, self.selection.runner))
+        metafunc.parametrize("hfci_case", case_params(check, self.cases(), self.selection.runner))
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         # A check with no case in this selection (parity without --runner, device parity on CPU)
@@ -157,6 +184,92 @@ class HfciSession:
         lock = self._locks.pop(item.nodeid, None)
         if lock is not None:
             lock.__exit__(None, None, None)
+
+    # -- known failures that say what they expect ------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        spec = case_of(item)
+        error = call.excinfo.value if call.excinfo is not None else None
+        if spec is not None and hasattr(report, "wasxfail") and error is not None:
+            entry = known_failure_entry(spec, check_of(item)) or {}
+            if not isinstance(error, pytest.xfail.Exception) and not fails_as_expected(entry, error):
+                # It failed, but not as its entry says it does: that is a failure of its own.
+                del report.wasxfail
+                report.outcome = "failed"
+        return report
+
+    # -- crashes: the xdist controller's side ----------------------------------------------------
+
+    def _param_index(self) -> dict[str, CaseSpec]:
+        if self._index is None:
+            self._index = param_index(self.cases(), self.selection.runner)
+        return self._index
+
+    def _scope_of(self, node_id: str) -> str | None:
+        found = spec_of_node_id(node_id, self._param_index())
+        return group_of(found[0]) if found else None
+
+    @pytest.hookimpl(tryfirst=True, optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if config.getvalue("dist") != "loadgroup":
+            return None
+        return CaseScheduling(config, log, self._scope_of)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodeready(self, node: Any) -> None:
+        self._nodes.append(node)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        """A worker died in a model test: record the check as crashed, and its case's rest as not run."""
+        found = spec_of_node_id(crashitem, self._param_index())
+        if found is None:
+            return
+        spec, check = found
+        why = crash_reason(getattr(report, "node", None), self.config.option.testrunuid)
+        report.when = "call"
+        report.user_properties = [("hfci", case_meta(spec, check)), ("hfci_crashed", why)]
+        report.longrepr = f"crashed in {check}: {why}"
+        entry = known_failure_entry(spec, check)
+        if entry is not None and entry.get("expect") == "crash":
+            report.outcome = "skipped"
+            report.wasxfail = entry.get("reason", "known failure")
+        for node_id in getattr(sched, "dropped", {}).pop(crashitem, []):
+            self._report_not_run(node_id, f"not run: its case crashed in {check} ({why})")
+
+    def _report_not_run(self, node_id: str, reason: str) -> None:
+        found = spec_of_node_id(node_id, self._param_index())
+        if found is None:
+            return
+        path = node_id.split("::")[0]
+        report = pytest.TestReport(
+            nodeid=node_id,
+            location=(path, None, node_id),
+            keywords={},
+            outcome="skipped",
+            longrepr=(path, None, f"Skipped: {reason}"),
+            when="call",
+            user_properties=[("hfci", case_meta(*found))],
+        )
+        self.config.hook.pytest_runtest_logreport(report=report)
+
+    def terminate(self, signum: int, frame: Any) -> None:
+        """SIGTERM (a CI job's timeout, ``hfci run`` stopped) ends the run as Ctrl-C does: the
+        results are written, marked partial. Once: a second signal must not cut that write short."""
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if not self._interrupted:
+            raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
+        self._interrupted = True
+        # A worker deep in a kernel (a compile) answers no shutdown, and xdist would wait 10 s for
+        # each; what it was doing has no result either way.
+        for node in self._nodes:
+            io = getattr(getattr(node, "gateway", None), "_io", None)
+            if io is not None and hasattr(io, "kill"):
+                io.kill()
 
     # -- recording -------------------------------------------------------------------------------
 
