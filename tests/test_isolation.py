@@ -190,6 +190,15 @@ def test_a_known_failure_that_expects_the_crash_is_expected(project, clean) -> N
     assert code == 1 and record(payload, "bert/Model", "planted")["outcome"] == "failed", output
 
 
+def test_a_known_failure_that_expects_a_timeout_is_expected(project, clean) -> None:
+    code, payload, output = run(project, "hang", "0", "-p", "expectplug", HFCI_EXPECT="timeout")
+    assert code == 0, output
+    assert record(payload, "bert/Model", "planted")["outcome"] == "xfailed"
+    # Expecting a timeout, a crash is not it.
+    code, payload, output = run(project, "segv", "0", "-p", "expectplug", HFCI_EXPECT="timeout")
+    assert code == 1 and record(payload, "bert/Model", "planted")["outcome"] == "crashed", output
+
+
 def test_a_known_failure_names_what_it_expects() -> None:
     timeout = pytest.fail.Exception("Timeout (>15.0s) from pytest-timeout.")
     assert fails_as_expected({"expect": "timeout"}, timeout)
@@ -198,7 +207,8 @@ def test_a_known_failure_names_what_it_expects() -> None:
     assert fails_as_expected({}, ValueError("any exception, as before"))
 
 
-def test_sigterm_stops_the_run_within_seconds_with_a_partial_file(project, tmp_path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_within_seconds_with_a_partial_file(project, tmp_path, signum) -> None:
     out = tmp_path / "results"
     argv = command(out, "2", "--checkpoint", "0")
     argv[argv.index("twin")] = "eager"  # every check of each case, and bert's planted parity hangs
@@ -217,7 +227,7 @@ def test_sigterm_stops_the_run_within_seconds_with_a_partial_file(project, tmp_p
         time.sleep(0.2)
     seen = json.loads(path.read_text())["records"]
     started = time.monotonic()
-    child.send_signal(signal.SIGTERM)
+    child.send_signal(signum)
     child.wait(timeout=30)
     assert time.monotonic() - started < 10
     final = json.loads(path.read_text())
