@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from hfci.pytest.cases import fails_as_expected
+from hfci.pytest.isolation import default_max_memory, parse_memory
 
 PLANTED = """
     import ctypes, os, time
@@ -234,3 +235,32 @@ def test_a_signal_stops_the_run_within_seconds_with_a_partial_file(project, tmp_
     assert final["complete"] is False
     keys = {(r["case"], r["check"], r["runner"]) for r in final["records"]}
     assert {(r["case"], r["check"], r["runner"]) for r in seen} <= keys
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("8GiB", 8 * 2**30), ("512M", 512 * 2**20), ("1.5g", 3 * 2**29), ("0", 0)]
+)
+def test_memory_sizes_read_as_people_write_them(text: str, size: int) -> None:
+    assert parse_memory(text) == size
+
+
+def test_a_bad_memory_ceiling_is_one_clear_error(project) -> None:
+    done = subprocess.run(
+        [*command(project / "unused", "0", "--max-memory", "lots")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=environment(project, ""),
+    )
+    assert done.returncode == 4
+    assert "bad --max-memory 'lots'; expected a size such as 8GiB, 512MiB or 0 (no ceiling)" in done.stderr
+    assert not (project / "unused").exists()
+
+
+def test_the_default_ceiling_shares_four_fifths_of_the_machine() -> None:
+    assert (
+        0
+        < default_max_memory(2)
+        < default_max_memory(1)
+        <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    )

@@ -1,0 +1,75 @@
+"""Each check fails on a planted bug in a real tiny transformers model, and skips what it cannot judge."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from hfci import checks
+from hfci.case import build_case
+from hfci.catalog import load_catalog
+
+
+@pytest.fixture
+def gpt2():
+    return build_case(load_catalog()["gpt2"], "LMHeadModel")
+
+
+def test_save_load_catches_a_weight_the_checkpoint_leaves_out(gpt2, monkeypatch):
+    reference = checks.check_forward(gpt2)
+    checks.check_save_load(gpt2, reference)
+    # The planted bug: the checkpoint drops one tensor, and from_pretrained re-initialises it.
+    save = gpt2.model.save_pretrained
+
+    def lossy(directory, **options):
+        state = {k: v for k, v in gpt2.model.state_dict().items() if k != "transformer.h.0.mlp.c_fc.weight"}
+        return save(directory, state_dict=state, **options)
+
+    monkeypatch.setattr(gpt2.model, "save_pretrained", lossy)
+    with pytest.raises(checks.CheckFailed, match="reloaded model differs: logits: max abs diff"):
+        checks.check_save_load(gpt2, reference)
+
+
+def test_generate_catches_a_generate_that_stops_early_or_drops_rows(gpt2, monkeypatch):
+    checks.check_generate(gpt2)
+    monkeypatch.setattr(gpt2.model, "generate", lambda **inputs: inputs["input_ids"])
+    with pytest.raises(checks.CheckFailed, match=r"generated length 8 < prompt 8 \+ 3"):
+        checks.check_generate(gpt2)
+    monkeypatch.setattr(gpt2.model, "generate", lambda **inputs: inputs["input_ids"][:1])
+    with pytest.raises(checks.CheckFailed, match="generated batch 1 != 2"):
+        checks.check_generate(gpt2)
+    monkeypatch.setattr(gpt2.model, "generate", lambda **inputs: {"logits": inputs["input_ids"]})
+    with pytest.raises(checks.CheckFailed, match="generate returned dict without sequences"):
+        checks.check_generate(gpt2)
+
+
+def test_generate_skips_a_head_that_does_not_generate():
+    case = build_case(load_catalog()["gpt2"], "ForSequenceClassification")
+    with pytest.raises(checks.CheckSkipped, match="not a generative head"):
+        checks.check_generate(case)
+
+
+def test_forward_catches_logits_of_the_wrong_batch_or_vocabulary(gpt2, monkeypatch):
+    forward = gpt2.model.forward
+    monkeypatch.setattr(gpt2.model, "forward", lambda **inputs: {"logits": forward(**inputs).logits[:1]})
+    with pytest.raises(checks.CheckFailed, match="logits batch 1 != input batch 2"):
+        checks.check_forward(gpt2)
+    monkeypatch.setattr(
+        gpt2.model, "forward", lambda **inputs: {"logits": forward(**inputs).logits[..., :-1]}
+    )
+    with pytest.raises(checks.CheckFailed, match=r"logits shape \(2, 8, \d+\), expected \(2, 8, \d+\)"):
+        checks.check_forward(gpt2)
+    monkeypatch.setattr(gpt2.model, "forward", lambda **inputs: {})
+    with pytest.raises(checks.CheckFailed, match="forward returned no tensors"):
+        checks.check_forward(gpt2)
+
+
+def test_device_parity_catches_a_device_that_computes_otherwise(gpt2):
+    other = build_case(gpt2.record, gpt2.head)
+    checks.check_device_parity(other, gpt2)
+    with torch.no_grad():
+        other.model.lm_head.weight.mul_(1.01)  # the planted bug: one matmul off by 1 %
+    with pytest.raises(checks.CheckFailed, match="cpu differs from cpu: logits: max abs diff"):
+        checks.check_device_parity(dataclasses.replace(other), gpt2)
