@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +116,23 @@ def _isolate(config: pytest.Config, session: HfciSession) -> None:
         config.option.maxworkerrestart = str(len(session.cases()) + 1)
 
 
+SUITE = Path(__file__).with_name("suite.py").resolve()
+
+
+def _collect_the_suite(config: pytest.Config) -> None:
+    """``pytest --run-model-tests`` in any project runs the model tests beside its own.
+
+    Without the flag nothing is added: a project's ``pytest`` stays its own, not hundreds of
+    skipped model tests. A run that names the suite (``--pyargs hfci.pytest.suite``, as ``hfci
+    run`` does) gets it once.
+    """
+    for arg in config.args:
+        where = arg.split("::")[0]
+        if where.startswith("hfci.pytest.suite") or Path(where).resolve() == SUITE:
+            return
+    config.args.append(str(SUITE))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Markers, validation of the selection, and the session object for this process."""
     try:
@@ -136,6 +154,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "hfci-session")
     if config.getoption("run_model_tests"):
         _isolate(config, session)
+        # In the workers too: xdist hands them the command line as typed, not these arguments.
+        _collect_the_suite(config)
         import torch
 
         # One thread per xdist worker: workers are the parallelism, threads would oversubscribe.
