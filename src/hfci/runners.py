@@ -21,9 +21,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hfci.data import tomllib
 from hfci.errors import HfciError
 from hfci.outputs import seeded_forward, tensors
+from hfci.project import tool_table
 
 __all__ = [
     "BUILTIN",
@@ -37,7 +37,6 @@ __all__ = [
     "configured",
     "eager",
     "export",
-    "find_pyproject",
     "load",
     "outputs_of",
     "sdpa",
@@ -196,30 +195,9 @@ def _import(target: str, where: str) -> Runner:
     return runner
 
 
-def find_pyproject(start: Path | None = None) -> Path | None:
-    """The nearest pyproject.toml at or above ``start`` (the working directory)."""
-    here = (start or Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        candidate = directory / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def configured(pyproject: Path | None = None) -> dict[str, str]:
     """``[tool.hfci.runners]`` of the project: name -> 'module:callable'."""
-    path = pyproject or find_pyproject()
-    if path is None or not path.is_file():
-        return {}
-    try:
-        table = (
-            tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("hfci", {}).get("runners", {})
-        )
-    except tomllib.TOMLDecodeError as error:
-        raise RunnerError(f"{path}: {error}") from None
-    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise RunnerError(f"{path}: [tool.hfci.runners] must map names to 'module:callable' strings")
-    return table
+    return tool_table("runners", pyproject)
 
 
 def available(pyproject: Path | None = None) -> dict[str, str]:

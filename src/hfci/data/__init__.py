@@ -1,6 +1,7 @@
 """Per-model knowledge that introspection cannot derive, kept as TOML data files.
 
-``models.toml`` has one table per model type; :func:`known_failure` is the one reading of its
+``models.toml`` has one table per model type (a project's ``[tool.hfci.models]`` adds its own,
+see :func:`model_entry`); :func:`known_failure` is the one reading of their
 ``known_failures`` entries, used alike by the pytest plugin (to mark the expected failure) and by
 the report (to name its reason), so the two cannot disagree about which entry covers a check.
 """
@@ -11,6 +12,8 @@ import sys
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from hfci.project import tool_table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,8 +31,21 @@ def load(name: str) -> dict[str, Any]:
 
 
 def model_entry(model_type: str) -> dict[str, Any]:
-    """The ``models.toml`` table of a model type (empty if none)."""
-    return load("models").get(model_type, {})
+    """The ``models.toml`` table of a model type, with the project's own entry laid over it.
+
+    ``[tool.hfci.models.<model type>]`` in the user's pyproject.toml: its config and input keys
+    win, its ``skip`` replaces hfci's, and its known failures are matched before hfci's.
+    """
+    ours = load("models").get(model_type, {})
+    theirs = tool_table("models").get(model_type)
+    if not theirs:
+        return ours
+    merged = {**ours, **{k: v for k, v in theirs.items() if k not in ("config", "inputs", "known_failures")}}
+    for table in ("config", "inputs"):
+        if table in ours or table in theirs:
+            merged[table] = {**ours.get(table, {}), **theirs.get(table, {})}
+    merged["known_failures"] = [*theirs.get("known_failures", []), *ours.get("known_failures", [])]
+    return merged
 
 
 def _covers(value: str | list[str], wanted: str) -> bool:

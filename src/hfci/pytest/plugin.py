@@ -19,6 +19,7 @@ import pytest
 from hfci.catalog import CATEGORIES, TIERS, load_catalog
 from hfci.devices import KNOWN_DEVICES, best_device, resolve_device
 from hfci.errors import HfciError, validate_choices
+from hfci.project import tool_table
 from hfci.pytest.cases import marker_name
 from hfci.pytest.isolation import MemoryCeiling, default_max_memory, note_path, parse_memory
 from hfci.pytest.session import SESSION, HfciSession
@@ -144,6 +145,7 @@ def pytest_configure(config: pytest.Config) -> None:
             load_runner(name)
         if config.getoption("max_memory") != "auto":
             parse_memory(config.getoption("max_memory"))
+        tool_table("models")  # the project's [tool.hfci], checked before anything reads it
     except HfciError as error:
         raise pytest.UsageError(str(error)) from None
     if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):

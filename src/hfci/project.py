@@ -1,0 +1,92 @@
+"""The user's project: ``[tool.hfci]`` in the nearest pyproject.toml, read and checked once.
+
+A backend maintainer keeps what is theirs in their own repository: their runners, and entries in
+the format of hfci's ``data/models.toml`` (a known failure of *their* backend with its reason, an
+input hint), which :mod:`hfci.data` lays over hfci's own. A key hfci does not know is one clear
+error naming the valid ones, rather than a setting that silently does nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from hfci.errors import HfciError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["ENTRY_KEYS", "FAILURE_KEYS", "TABLES", "ProjectError", "find_pyproject", "tool_table"]
+
+# What [tool.hfci] may hold, and what each of its model entries may.
+TABLES = ("runners", "models")
+ENTRY_KEYS = ("config", "inputs", "skip", "known_failures")
+FAILURE_KEYS = ("check", "head", "device", "runner", "run", "reason", "transformers", "expect")
+
+
+class ProjectError(HfciError):
+    """A ``[tool.hfci]`` table hfci cannot use."""
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest pyproject.toml at or above ``start`` (the working directory)."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _unknown(where: str, keys: Any, valid: tuple[str, ...]) -> None:
+    for key in keys:
+        if key not in valid:
+            raise ProjectError(f"{where}: unknown key {key!r}; valid: {', '.join(valid)}")
+
+
+def _check_models(path: Path, models: Any) -> None:
+    if not isinstance(models, dict):
+        raise ProjectError(f"{path}: [tool.hfci.models] must be a table of model types")
+    for model_type, entry in models.items():
+        where = f"{path}: [tool.hfci.models.{model_type}]"
+        if not isinstance(entry, dict):
+            raise ProjectError(f"{where} must be a table")
+        _unknown(where, entry, ENTRY_KEYS)
+        for failure in entry.get("known_failures", []):
+            _unknown(f"{where} known_failures", failure, FAILURE_KEYS)
+            if not failure.get("reason"):
+                raise ProjectError(f"{where} known_failures: every entry needs a reason")
+
+
+@cache
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("hfci", {})
+    except tomllib.TOMLDecodeError as error:
+        raise ProjectError(f"{path}: {error}") from None
+    if not isinstance(table, dict):
+        raise ProjectError(f"{path}: [tool.hfci] must be a table")
+    _unknown(f"{path}: [tool.hfci]", table, TABLES)
+    runners = table.get("runners", {})
+    if not isinstance(runners, dict) or not all(isinstance(v, str) for v in runners.values()):
+        raise ProjectError(f"{path}: [tool.hfci.runners] must map names to 'module:callable' strings")
+    _check_models(path, table.get("models", {}))
+    return table
+
+
+@cache
+def _nearest(directory: Path) -> Path | None:
+    # Known failures are matched once per test at collection: the walk up the tree is done once.
+    return find_pyproject(directory)
+
+
+def tool_table(name: str, pyproject: Path | None = None) -> dict[str, Any]:
+    """``[tool.hfci.<name>]`` of the project (empty without one), the whole table checked."""
+    path = pyproject or _nearest(Path.cwd())
+    if path is None or not path.is_file():
+        return {}
+    return dict(_read(path.resolve()).get(name, {}))
