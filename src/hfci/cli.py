@@ -109,12 +109,17 @@ def supervise(command: Sequence[str], grace: float = STOP_GRACE) -> int:
     """
     child = subprocess.Popen(list(command))
 
+    def later(seconds: float, action: Callable[[], None]) -> None:
+        # Not a wait in the handler: the interrupted child.wait() below holds the lock it needs.
+        timer = threading.Timer(seconds, action)
+        timer.daemon = True
+        timer.start()
+
     def stop(signum: int, frame: Any) -> None:
-        child.terminate()
-        # Not a wait here: the interrupted child.wait() below holds the lock a second one needs.
-        killer = threading.Timer(grace, child.kill)
-        killer.daemon = True
-        killer.start()
+        # Ctrl-C in a terminal reaches the child too: give its own interrupt a second to start,
+        # so that the SIGTERM finds it stopping (and is ignored) instead of cutting it short.
+        later(1.0 if signum == signal.SIGINT else 0.0, child.terminate)
+        later(grace, child.kill)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
