@@ -1,9 +1,11 @@
 """The user's project: ``[tool.hfci]`` in the nearest pyproject.toml, read and checked once.
 
-A backend maintainer keeps what is theirs in their own repository: their runners, and entries in
+A backend maintainer keeps what is theirs in their own repository: their runners, entries in
 the format of hfci's ``data/models.toml`` (a known failure of *their* backend with its reason, an
-input hint), which :mod:`hfci.data` lays over hfci's own. A key hfci does not know is one clear
-error naming the valid ones, rather than a setting that silently does nothing.
+input hint), which :mod:`hfci.data` lays over hfci's own, the default selection
+(``[tool.hfci.select]``, checked by :mod:`hfci.selection`), and where the baselines, matrices and
+results live. A key hfci does not know is one clear error naming the valid ones, rather than a
+setting that silently does nothing.
 """
 
 from __future__ import annotations
@@ -20,10 +22,21 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["ENTRY_KEYS", "FAILURE_KEYS", "TABLES", "ProjectError", "find_pyproject", "tool_table"]
+__all__ = [
+    "ENTRY_KEYS",
+    "FAILURE_KEYS",
+    "FOLDERS",
+    "TABLES",
+    "ProjectError",
+    "find_pyproject",
+    "folder",
+    "tool_table",
+]
 
-# What [tool.hfci] may hold, and what each of its model entries may.
-TABLES = ("runners", "models")
+# What [tool.hfci] may hold: tables, and folders (paths relative to the pyproject.toml) with
+# the default each has without one (relative to the working directory, as before there was any).
+TABLES = ("runners", "models", "select")
+FOLDERS = {"baselines": "baselines", "matrices": "matrices", "results": "results"}
 ENTRY_KEYS = ("config", "inputs", "skip", "known_failures")
 FAILURE_KEYS = ("check", "head", "device", "runner", "run", "reason", "transformers", "expect")
 
@@ -62,6 +75,18 @@ def _check_models(path: Path, models: Any) -> None:
                 raise ProjectError(f"{where} known_failures: every entry needs a reason")
 
 
+def _check_select(path: Path, select: Any) -> None:
+    # Which option names are valid is the selection's to say; here only the value types.
+    if not isinstance(select, dict):
+        raise ProjectError(f"{path}: [tool.hfci.select] must be a table of selection options")
+    for name, value in select.items():
+        texts = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not (isinstance(value, str | bool) or texts):
+            raise ProjectError(
+                f"{path}: [tool.hfci.select] {name} = {value!r}: expected a string, a list of strings or a boolean"
+            )
+
+
 @cache
 def _read(path: Path) -> dict[str, Any]:
     try:
@@ -70,7 +95,11 @@ def _read(path: Path) -> dict[str, Any]:
         raise ProjectError(f"{path}: {error}") from None
     if not isinstance(table, dict):
         raise ProjectError(f"{path}: [tool.hfci] must be a table")
-    _unknown(f"{path}: [tool.hfci]", table, TABLES)
+    _unknown(f"{path}: [tool.hfci]", table, (*TABLES, *FOLDERS))
+    for name in FOLDERS:
+        if name in table and (not isinstance(table[name], str) or not table[name].strip()):
+            raise ProjectError(f"{path}: [tool.hfci] {name} must be a folder path, got {table[name]!r}")
+    _check_select(path, table.get("select", {}))
     runners = table.get("runners", {})
     if not isinstance(runners, dict) or not all(isinstance(v, str) for v in runners.values()):
         raise ProjectError(f"{path}: [tool.hfci.runners] must map names to 'module:callable' strings")
@@ -90,3 +119,18 @@ def tool_table(name: str, pyproject: Path | None = None) -> dict[str, Any]:
     if path is None or not path.is_file():
         return {}
     return dict(_read(path.resolve()).get(name, {}))
+
+
+def folder(name: str, pyproject: Path | None = None) -> Path:
+    """Where the project keeps its ``baselines``, ``matrices`` or ``results``.
+
+    ``[tool.hfci] <name> = "path"`` is read relative to the pyproject.toml, so every command finds
+    the same folder from anywhere in the project; without it, ``<name>`` in the working directory.
+    """
+    if name not in FOLDERS:
+        raise ProjectError(f"unknown folder {name!r}; valid: {', '.join(FOLDERS)}")
+    path = pyproject or _nearest(Path.cwd())
+    if path is None or not path.is_file():
+        return Path(FOLDERS[name])
+    value = _read(path.resolve()).get(name)
+    return path.resolve().parent / value if value else Path(FOLDERS[name])

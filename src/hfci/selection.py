@@ -6,18 +6,24 @@ from ``hfci matrix`` to each job are all derived from it, so no front end can dr
 command that selects model types accepts the same options, spelled and validated the same way.
 
 Validation lives here too: a bad value is one ``HfciError`` naming it and the valid ones.
+
+A project's ``[tool.hfci.select]`` holds its default selection, spelled as the options are
+(``tier = ["critical"]``, ``one-head = true``). An option given on the command line replaces that
+option's default, and only that one: ``--category vision`` in a project that defaults to the
+critical tier runs the critical tier's vision models.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from hfci.catalog import CATEGORIES, TIERS, Catalog, ModelRecord
 from hfci.devices import KNOWN_DEVICES
 from hfci.errors import HfciError
+from hfci.project import tool_table
 
 __all__ = [
     "CASE_OPTIONS",
@@ -29,6 +35,7 @@ __all__ = [
     "add_arguments",
     "add_pytest_options",
     "parse_shard",
+    "project_defaults",
 ]
 
 
@@ -91,6 +98,25 @@ class SelectionError(HfciError):
     """A selection value that names nothing: a bad shard, an unknown option."""
 
 
+def project_defaults(options: Iterable[Option] = OPTIONS) -> dict[str, Any]:
+    """The project's ``[tool.hfci.select]`` as ``{dest: value}`` for ``options``, checked."""
+    allowed = {option.name: option for option in (*MODEL_OPTIONS, *CASE_OPTIONS)}
+    wanted = {option.name for option in options}
+    defaults: dict[str, Any] = {}
+    for name, value in tool_table("select").items():
+        option = allowed.get(name) or allowed.get(name.replace("_", "-"))
+        if option is None:
+            raise SelectionError(f"[tool.hfci.select]: unknown option {name!r}; valid: {', '.join(allowed)}")
+        if option.switch != isinstance(value, bool):
+            expected = "true or false" if option.switch else "a string or a list of strings"
+            raise SelectionError(f"[tool.hfci.select] {name} = {value!r}: expected {expected}")
+        if option.name in wanted:
+            defaults[option.dest] = (
+                value if option.switch else tuple([value] if isinstance(value, str) else value)
+            )
+    return defaults
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"3/8"`` -> ``(3, 8)``; the index is 1-based, as people count jobs."""
     index, sep, count = text.partition("/")
@@ -116,17 +142,26 @@ class Selection:
     shard: str | None = None
 
     @classmethod
-    def from_values(cls, get: Callable[[str], Any], options: Iterable[Option] = OPTIONS) -> Selection:
-        """The selection from ``get(dest)`` (argparse's namespace, pytest's getoption)."""
-        values: dict[str, Any] = {}
+    def from_values(
+        cls,
+        get: Callable[[str], Any],
+        options: Iterable[Option] = OPTIONS,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> Selection:
+        """The selection from ``get(dest)`` (argparse's namespace, pytest's getoption); an option
+        left empty takes its default from ``defaults`` (the project's, when not given)."""
+        options = tuple(options)
+        values: dict[str, Any] = dict(project_defaults(options) if defaults is None else defaults)
         for option in options:
             value = get(option.dest)
             if option.switch:
-                values[option.dest] = bool(value)
+                values[option.dest] = bool(value) or values.get(option.dest, False)
             elif option.single:
                 values[option.dest] = value or None
+            elif value:
+                values[option.dest] = tuple(value)
             else:
-                values[option.dest] = tuple(value or ())
+                values.setdefault(option.dest, ())
         return cls(**values)
 
     @classmethod

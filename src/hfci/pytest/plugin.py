@@ -19,7 +19,7 @@ import pytest
 from hfci.catalog import CATEGORIES, TIERS, load_catalog
 from hfci.devices import KNOWN_DEVICES, best_device, resolve_device
 from hfci.errors import HfciError, validate_choices
-from hfci.project import tool_table
+from hfci.project import folder, tool_table
 from hfci.pytest.cases import marker_name
 from hfci.pytest.isolation import MemoryCeiling, default_max_memory, note_path, parse_memory
 from hfci.pytest.session import SESSION, HfciSession
@@ -40,8 +40,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hfci", "hfci model tests")
     group.addoption("--run-model-tests", action="store_true", help="run the model tests (skipped otherwise)")
     add_pytest_options(group)
-    group.addoption("--results-dir", default="results", help="where results-<device>.json is written")
-    group.addoption("--baselines-dir", default="baselines", help="where baselines/<fingerprint>.json live")
+    group.addoption(
+        "--results-dir",
+        default=None,
+        help="where results-<device>.json is written (default: [tool.hfci] results, else results)",
+    )
+    group.addoption(
+        "--baselines-dir",
+        default=None,
+        help="where <fingerprint>.json baselines live (default: [tool.hfci] baselines, else baselines)",
+    )
     group.addoption(
         "--baseline-tolerance", type=float, default=0.20, help="allowed latency slowdown before a regression"
     )
@@ -146,6 +154,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("max_memory") != "auto":
             parse_memory(config.getoption("max_memory"))
         tool_table("models")  # the project's [tool.hfci], checked before anything reads it
+        for name in ("results", "baselines"):
+            if config.getoption(f"{name}_dir") is None:
+                setattr(config.option, f"{name}_dir", str(folder(name)))
     except HfciError as error:
         raise pytest.UsageError(str(error)) from None
     if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):
