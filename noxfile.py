@@ -36,16 +36,6 @@ def install(session: nox.Session, *extras: str) -> None:
     session.install("-e", f".[{','.join(extras)}]" if extras else ".")
 
 
-def model_args(posargs: list[str]) -> list[str]:
-    """Leading bare words are categories (``nox -s models -- vision audio -k vit``); the rest passes on."""
-    args: list[str] = []
-    for i, arg in enumerate(posargs):
-        if arg.startswith("-"):
-            return args + posargs[i:]
-        args += ["--category", arg]
-    return args
-
-
 @nox.session
 def framework(session: nox.Session) -> None:
     """Run the framework tests (everything but the model tests) on pytest-xdist."""
@@ -65,7 +55,7 @@ def device_models(session: nox.Session, device: str) -> None:
         device,
         "--regressions",
         "report",
-        *model_args(session.posargs),
+        *session.posargs,
         env=OFFLINE,
     )
 
@@ -78,7 +68,7 @@ def models(session: nox.Session) -> None:
     or busy machine is no place to fail on timings. ``-- --regressions fail`` makes them fatal.
     """
     install(session)
-    session.run("hfci", "run", "--regressions", "report", *model_args(session.posargs), env=OFFLINE)
+    session.run("hfci", "run", "--regressions", "report", *session.posargs, env=OFFLINE)
 
 
 @nox.session

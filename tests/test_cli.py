@@ -71,3 +71,18 @@ def test_unmatched_tiers_are_reported():
     out = hfci("catalog", "--unmatched-tiers")
     assert out.returncode == 0
     assert "Mistral-Next" in out.stdout
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """``hfci catalog --format json | head -1``: no BrokenPipeError traceback."""
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "hfci.cli", "catalog", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout.readline().strip() == b"{"
+    reader.stdout.close()  # what head does once it has its line
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr

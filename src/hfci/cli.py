@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,9 +13,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hfci import baselines_cli, matrix, report
-from hfci.catalog import ModelRecord, load_catalog
-from hfci.errors import HfciError
+from hfci import baselines_cli, matrix, report, scaffold
+from hfci.catalog import CATEGORIES, ModelRecord, load_catalog
+from hfci.errors import HfciError, validate_choices
 from hfci.selection import MODEL_OPTIONS, OPTIONS, Selection, add_arguments
 
 __all__ = [
@@ -132,14 +134,25 @@ def supervise(command: Sequence[str], grace: float = STOP_GRACE) -> int:
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """Run the model suite under pytest-xdist; the plugin validates the selection and summarises.
 
+    Leading bare words are categories (``hfci run vision audio -k vit``); what follows that hfci
+    does not know passes on to pytest.
+
     Every case runs in a worker process, ``--workers 0`` included (one worker): only a process
     boundary survives a case that segfaults, aborts or runs out of memory.
     """
+    words = list(itertools.takewhile(lambda arg: not arg.startswith("-"), extra))
+    if words:
+        # `hfci run vision audio -k vit`: leading bare words are categories, as in `nox -s models`.
+        validate_choices("category", words, CATEGORIES)
+        args.category = [*(args.category or []), *words]
+        extra = extra[len(words) :]
     command = suite_command() + Selection.from_namespace(args).argv()
     # Each case's checks share one worker (loadgroup), so its tiny model is built once.
     workers = "1" if args.workers == "0" else args.workers
     command += ["-n", workers, "--dist", "loadgroup"]
-    command += ["--timeout", str(args.timeout), "--results-dir", args.results_dir, "-q", "-rN", *extra]
+    command += ["--timeout", str(args.timeout), "-q", "-rN", *extra]
+    if args.results_dir:
+        command += ["--results-dir", args.results_dir]
     print("+ " + " ".join(command), flush=True)
     return supervise(command)
 
@@ -169,13 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes (auto: one per core; 0 or 1: one), each case isolated in one",
     )
     run.add_argument("--timeout", type=int, default=300, help="seconds before a hanging check fails")
-    run.add_argument("--results-dir", default="results", help="where results-<device>.json goes")
+    run.add_argument(
+        "--results-dir",
+        default=None,
+        help="where results-<device>.json goes (default: the project's results folder)",
+    )
     run.set_defaults(func=cmd_run, passthrough=True)
 
     # Each of these modules registers its own command and arguments.
     matrix.add_command(sub)
     report.add_command(sub)
     baselines_cli.add_command(sub)
+    scaffold.add_command(sub)
     return parser
 
 
@@ -191,6 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HfciError as error:
         print(f"hfci: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `hfci catalog | head` closed the pipe: stop quietly, as other command-line tools do.
+        # stdout is pointed at /dev/null so that the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":  # pragma: no cover
