@@ -15,6 +15,7 @@ import json
 import math
 import shlex
 import statistics
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from hfci.catalog import load_catalog
 from hfci.data import tomllib
 from hfci.devices import KNOWN_DEVICES
 from hfci.errors import HfciError
+from hfci.project import folder
 from hfci.results import results_files
 from hfci.selection import CASE_OPTIONS, MODEL_OPTIONS, Selection, add_arguments
 
@@ -43,6 +45,7 @@ __all__ = [
     "balance",
     "cmd_matrix",
     "contiguous",
+    "default_config",
     "durations_for",
     "estimate",
     "job_command",
@@ -64,6 +67,8 @@ __all__ = [
 DEFAULT_CONFIG = Path("matrices/devices.toml")
 DEFAULT_OUT = Path("matrices")
 DEFAULT_DURATIONS = DEFAULT_OUT / "durations.json"
+# What a project without a devices config of its own plans: CPU on GitHub's hosted runners.
+PACKAGED_CONFIG = Path(__file__).with_name("data") / "matrix_devices.toml"
 RESULTS_SCHEMA = "hfci-results/1"
 DURATIONS_SCHEMA = "hfci-durations/1"
 # GitHub refuses a matrix of more than 256 jobs.
@@ -193,14 +198,14 @@ def shard_cases(cases: Iterable[str], durations: Mapping[str, float], index: int
 
 
 def shard_for_device(
-    cases: Iterable[str], device: str, index: int, count: int, durations_path: str | Path = DEFAULT_DURATIONS
+    cases: Iterable[str], device: str, index: int, count: int, durations_path: str | Path | None = None
 ) -> list[str]:
     """What a job runs for ``--shard index/count`` on ``device``, with the durations its plan used.
 
     Reads ``matrices/durations.json`` (written by ``hfci matrix``) when it exists; without it
     every case gets the same estimate, which the planner also did.
     """
-    path = Path(durations_path)
+    path = Path(durations_path) if durations_path else folder("matrices") / "durations.json"
     recorded = durations_for(read_durations([path]), device) if path.is_file() else {}
     return shard_cases(cases, recorded, index, count)
 
@@ -289,6 +294,13 @@ def _device_config(name: str, table: Any, where: str) -> DeviceConfig:
         torch_spec=table.get("torch-spec", ""),
         torch_index=table.get("torch-index", ""),
     )
+
+
+def default_config() -> Path:
+    """The devices config ``hfci matrix`` reads when none is named: the project's
+    ``<matrices>/devices.toml`` where it has one, else hfci's packaged default."""
+    mine = folder("matrices") / "devices.toml"
+    return mine if mine.is_file() else PACKAGED_CONFIG
 
 
 def load_devices_config(path: str | Path = DEFAULT_CONFIG) -> MatrixConfig:
@@ -477,15 +489,29 @@ def add_command(sub: Any) -> None:
         metavar="PATH",
         help="results files or directories of them (default: OUT/durations.json if it exists)",
     )
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the devices config")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the matrices are written")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the devices config (default: MATRICES/devices.toml, else hfci's own default)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the matrices are written (default: the project's matrices folder)",
+    )
     parser.set_defaults(func=cmd_matrix)
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     """``hfci matrix``: plan the selection on every configured device, write the matrices."""
     selection = Selection.from_namespace(args)
-    config = load_devices_config(args.config)
+    config = load_devices_config(args.config or default_config())
+    if config.path == PACKAGED_CONFIG:
+        where = folder("matrices") / "devices.toml"
+        print(f"hfci matrix: no {where}: planning with hfci's default devices config", file=sys.stderr)
+    args.out = args.out or folder("matrices")
     select_devices(config, selection.device)  # fail on a bad --device before the catalog is read
     cases = selection.case_ids(load_catalog())
     previous = args.out / "durations.json"
