@@ -1,4 +1,4 @@
-"""The workflows: what models.yml reads from the matrix exists, actions are pinned, and the
+"""The workflows: what the reusable models workflow reads from the matrix exists, actions are pinned, and the
 Actions glue in hfci.github works inside and outside Actions."""
 
 from __future__ import annotations
@@ -56,14 +56,24 @@ def planned() -> list[dict[str, Any]]:
 # -- every workflow ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "models.yml"])
+# The reusable workflow carries no concurrency group of its own: its caller's applies.
+REUSABLE = "reusable-models.yml"
+# The one job that may write, and what it may write.
+WRITERS = {("baselines.yml", "commit"): {"contents": "write", "pull-requests": "write"}}
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "models.yml", REUSABLE, "baselines.yml"])
 def test_workflows_are_read_only_pinned_and_grouped(name: str) -> None:
     workflow = load(name)
     assert workflow["permissions"] == {"contents": "read"}
-    assert "group" in workflow["concurrency"]
+    assert name == REUSABLE or "group" in workflow["concurrency"]
     for job_id, job in workflow["jobs"].items():
-        assert "permissions" not in job or job["permissions"] == {"contents": "read"}, job_id
-        assert "timeout-minutes" in job, job_id
+        allowed = WRITERS.get((name, job_id), {"contents": "read"})
+        assert "permissions" not in job or job["permissions"] == allowed, job_id
+        if "uses" in job:  # a call of a reusable workflow: its jobs have their own timeouts
+            assert job["uses"].startswith("./.github/workflows/") or SHA_PIN.match(job["uses"]), job_id
+        else:
+            assert "timeout-minutes" in job, job_id
     for job_id, step in steps(workflow):
         if "uses" in step:
             assert SHA_PIN.match(step["uses"]), f"{job_id}: {step['uses']} is not pinned to a commit"
@@ -71,6 +81,40 @@ def test_workflows_are_read_only_pinned_and_grouped(name: str) -> None:
             assert step["with"]["persist-credentials"] is False, job_id
         # Expressions in shell scripts are injection points; values reach scripts through env.
         assert "${{" not in step.get("run", ""), f"{job_id}: expression inside run"
+        # A re-run of a failed job uploads again: upload-artifact v4 refuses that without overwrite.
+        if step.get("uses", "").startswith("actions/upload-artifact@"):
+            assert step["with"].get("overwrite") is True, f"{name}: {job_id}"
+
+
+@pytest.mark.parametrize("name", ["ci.yml", REUSABLE, "baselines.yml"])
+def test_jobs_cache_pip_downloads_and_the_nox_venv(name: str) -> None:
+    for job_id, job in load(name)["jobs"].items():
+        for step in job.get("steps", []):
+            if step.get("uses", "").startswith("actions/setup-python@"):
+                assert step["with"]["cache"] == "pip", f"{job_id}: setup-python without the pip cache"
+                assert "pyproject.toml" in step["with"]["cache-dependency-path"], job_id
+        if "nox -s" not in run_text(job) and "HFCI_COMMAND" not in run_text(job):
+            continue
+        caches = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
+        assert caches and caches[0]["with"]["path"] == ".nox", f"{job_id}: nox's venv is not cached"
+        key = caches[0]["with"]["key"]
+        # Everything installed into the venv is in its key: a new pin is a new venv.
+        torchless = "nox -s lint" in run_text(job)
+        for part in (
+            "hashfiles('pyproject.toml', 'noxfile.py')",
+            *(() if torchless else ("torch", "transformers")),
+        ):
+            assert part in key.lower(), f"{job_id}: the nox cache key lacks {part}"
+
+
+def test_models_calls_the_reusable_workflow_with_inputs_it_declares() -> None:
+    caller = load("models.yml")["jobs"]["models"]
+    assert caller["uses"] == f"./.github/workflows/{REUSABLE}"
+    assert caller["with"]["hfci-spec"] == "."
+    declared = load(REUSABLE)["on"]["workflow_call"]["inputs"]
+    assert set(caller["with"]) <= set(declared)
+    used = set(re.findall(r"\binputs\.([\w-]+)", (WORKFLOWS / REUSABLE).read_text()))
+    assert used <= set(declared), f"{REUSABLE} reads undeclared inputs {sorted(used - set(declared))}"
 
 
 def test_ci_runs_lint_framework_on_pythons_and_critical_cpu_models() -> None:
@@ -89,17 +133,19 @@ def test_ci_runs_lint_framework_on_pythons_and_critical_cpu_models() -> None:
 def test_models_triggers_and_plan_job_without_torch() -> None:
     workflow = load("models.yml")
     assert {"schedule", "workflow_dispatch", "pull_request"} <= set(workflow["on"])
-    plan = workflow["jobs"]["plan"]
-    assert "labels" in plan["if"]
-    assert any(s.get("with", {}).get("python-version") == "3.11" for s in plan["steps"])
+    assert "labels" in workflow["jobs"]["models"]["if"]
+    plan = load(REUSABLE)["jobs"]["plan"]
+    assert any(
+        s.get("with", {}).get("python-version") == "${{ inputs.python-version }}" for s in plan["steps"]
+    )
     script = run_text(plan)
-    assert "pip install --no-deps -e ." in script
+    assert 'pip install --no-deps "$HFCI_SPEC"' in script
     assert "torch" not in script.replace("HFCI_TRANSFORMERS_SPEC", "")
     assert "hfci matrix" in script
 
 
 def test_there_is_one_slice_job_per_configured_slice_and_the_plan_outputs_them() -> None:
-    workflow = load("models.yml")
+    workflow = load(REUSABLE)
     config = matrix.load_devices_config(CONFIG)
     jobs = slice_jobs(workflow)
     assert sorted(jobs) == [f"models-{n}" for n in range(1, config.slices + 1)]
@@ -111,19 +157,19 @@ def test_there_is_one_slice_job_per_configured_slice_and_the_plan_outputs_them()
         assert f"needs.plan.outputs.jobs-{number}" in job["if"], job_id
         assert job["strategy"]["fail-fast"] is False
         assert "needs.plan.outputs.max-parallel" in str(job["strategy"]["max-parallel"])
-    for reference in re.findall(r"needs\.plan\.outputs\.([\w-]+)", (WORKFLOWS / "models.yml").read_text()):
+    for reference in re.findall(r"needs\.plan\.outputs\.([\w-]+)", (WORKFLOWS / REUSABLE).read_text()):
         assert reference in outputs
 
 
 def test_every_matrix_key_the_workflow_reads_is_in_the_plan(planned: list[dict[str, Any]]) -> None:
-    text = yaml.safe_dump(slice_jobs(load("models.yml")))
+    text = yaml.safe_dump(slice_jobs(load(REUSABLE)))
     used = set(re.findall(r"\bmatrix\.([A-Za-z_][\w-]*)", text))
     assert {"runs-on", "command", "artifact", "name"} <= used
     jobs = [job for m in planned for job in m["include"]]
     assert {job["device"] for job in jobs} == set(matrix.load_devices_config(CONFIG).devices)
     for job in jobs:
         missing = used - set(job)
-        assert not missing, f"models.yml reads matrix.{sorted(missing)} that hfci matrix does not emit"
+        assert not missing, f"{REUSABLE} reads matrix.{sorted(missing)} that hfci matrix does not emit"
 
 
 def test_the_matrix_entries_have_the_documented_keys(planned: list[dict[str, Any]]) -> None:
@@ -135,7 +181,7 @@ def test_the_matrix_entries_have_the_documented_keys(planned: list[dict[str, Any
 
 
 def test_the_aggregate_job_always_runs_and_merges_results() -> None:
-    jobs = load("models.yml")["jobs"]
+    jobs = load(REUSABLE)["jobs"]
     aggregate = jobs["aggregate"]
     assert "always()" in aggregate["if"]
     assert set(slice_jobs({"jobs": jobs})) <= set(aggregate["needs"])
