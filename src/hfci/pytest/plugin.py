@@ -55,6 +55,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--update-baselines", action="store_true", help="rewrite the baselines with this run")
     group.addoption(
+        "--baseline-delta",
+        default=None,
+        metavar="DIR",
+        help="with --update-baselines: leave the baselines as they are and write only the cases this "
+        "run measured to DIR/<fingerprint>.<shard or all>.delta.json, for `hfci baselines merge|commit`",
+    )
+    group.addoption(
         "--recheck-after",
         type=float,
         default=60.0,
@@ -146,6 +153,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("max_memory") != "auto":
             parse_memory(config.getoption("max_memory"))
         tool_table("models")  # the project's [tool.hfci], checked before anything reads it
+        if config.getoption("baseline_delta") and not config.getoption("update_baselines"):
+            raise HfciError(
+                f"--baseline-delta {config.getoption('baseline_delta')} needs --update-baselines: "
+                "a delta is what a refresh measured"
+            )
     except HfciError as error:
         raise pytest.UsageError(str(error)) from None
     if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):
