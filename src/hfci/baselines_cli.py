@@ -1,18 +1,22 @@
 """``hfci baselines``: fold the deltas of shard jobs into one baseline per device (``merge``),
-and teach a baseline the spread of repeated runs of the same code (``learn``)."""
+commit that onto the remote branch (``commit``), and teach a baseline the spread of repeated
+runs of the same code (``learn``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hfci import baselines, bench, refresh
+from hfci import baselines, bench, refresh, refresh_git
+from hfci.matrix import DEFAULT_DURATIONS
 from hfci.results import read_results_file, results_files
 
 __all__ = [
     "add_command",
+    "cmd_commit",
     "cmd_learn",
     "cmd_merge",
     "learn_into",
@@ -77,6 +81,28 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_commit(args: argparse.Namespace) -> int:
+    """``hfci baselines commit``: fold the deltas onto the remote branch's tip and push them."""
+    options = refresh_git.CommitOptions(
+        into=Path(args.into),
+        durations=Path(args.durations) if args.durations else None,
+        remote=args.remote,
+        branch=args.branch,
+        retries=args.retries,
+        message=args.message,
+        expect_shards=args.expect_shards,
+        require_all=args.require_all,
+        pull_request=args.pull_request,
+        pause=args.pause,
+    )
+    sources = refresh.read(args.sources)
+    try:
+        return refresh_git.commit(sources, options)
+    except refresh_git.GitError as error:
+        print(f"hfci: error: {error}", file=sys.stderr)
+        return refresh_git.EXIT_FAILED
+
+
 def cmd_learn(args: argparse.Namespace) -> int:
     """``hfci baselines learn``."""
     for path in learn_into(Path(args.into), _learn_sources(args.results)):
@@ -129,6 +155,29 @@ def add_command(sub: Any) -> None:
     )
     _fold_options(merge, None)
     merge.set_defaults(func=cmd_merge)
+    commit = commands.add_parser(
+        "commit",
+        help="fold shard deltas onto the remote branch's tip, commit and push (retrying on a moved branch)",
+        description=refresh_git.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _fold_options(commit, str(DEFAULT_DURATIONS))
+    commit.add_argument("--remote", default="origin", help="the remote to fetch from and push to")
+    commit.add_argument("--branch", default="main", help="the branch the baselines live on")
+    commit.add_argument(
+        "--retries", type=_positive, default=5, help="push attempts while the branch keeps moving"
+    )
+    commit.add_argument(
+        "--pause", type=float, default=2.0, help="seconds between attempts, times the attempt"
+    )
+    commit.add_argument("--message", default=refresh_git.MESSAGE, help="the commit message")
+    commit.add_argument(
+        "--pull-request",
+        metavar="BRANCH",
+        help="push the refresh to BRANCH (from the branch's tip, force-with-lease) and open or update "
+        "a pull request with gh when it and GH_TOKEN/GITHUB_TOKEN are there: for a protected branch",
+    )
+    commit.set_defaults(func=cmd_commit)
     learn = commands.add_parser(
         "learn", help="stretch each case's seen latency range with repeated runs of the same code"
     )
