@@ -158,6 +158,9 @@ def test_an_incomplete_shard_is_skipped_and_named_and_missing_shards_too(tmp_pat
     assert cases["a/Model"].perf == {"ratio": 2.5}
     assert cases["b/Model"].perf == {"ratio": 3.0}  # the cut shard's figure did not land
     assert done.exists()
+    # Without --expect-shards the deltas' own "K/3" says a third shard is missing.
+    assert main(args[:-2]) == 0
+    assert "missing: shard 3/3 (no delta)" in capsys.readouterr().out
 
 
 def test_only_incomplete_deltas_write_nothing(tmp_path, capsys):

@@ -121,10 +121,14 @@ def plan(sources: Sequence[Source], expect_shards: int | None = None, require_al
                         "on different durations or selections?); nothing written"
                     )
                 seen[case] = source
-        if expect_shards is not None:
-            fp.expected = expect_shards
+        # Without --expect-shards, each delta's own "K/N" says how many shards there were: a
+        # shard that uploaded nothing (its runner died) is named all the same.
+        counts = [s.delta.shard_numbers[1] for s in (*fp.taken, *fp.skipped) if s.delta.shard_numbers]
+        expected = expect_shards if expect_shards is not None else max(counts, default=None)
+        if expected is not None:
+            fp.expected = expected
             present = {s.delta.shard_numbers[0] for s in (*fp.taken, *fp.skipped) if s.delta.shard_numbers}
-            fp.missing = [i for i in range(1, expect_shards + 1) if i not in present]
+            fp.missing = [i for i in range(1, expected + 1) if i not in present]
     if require_all:
         problems = [f"{fp}: {line}" for fp, p in result.fingerprints.items() for line in p.problems()]
         if problems:
