@@ -333,3 +333,26 @@ def test_a_stopped_run_writes_an_incomplete_delta_and_the_option_needs_update_ba
     refused = subprocess.run(alone, cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode == 4
     assert "--baseline-delta deltas needs --update-baselines" in refused.stderr
+
+
+def test_a_branch_that_keeps_moving_is_given_up_on_after_the_retries(remote, tmp_path):
+    ours = clone(remote, tmp_path / "ours")
+    theirs = clone(remote, tmp_path / "theirs")
+    # Before each of our pushes someone else lands a commit: main never holds still.
+    hook = ours / ".git" / "hooks" / "pre-push"
+    hook.write_text(
+        textwrap.dedent(f"""\
+            #!{sys.executable}
+            import os, subprocess
+            env = {{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}}
+            for args in (["commit", "-q", "--allow-empty", "-m", "busy"], ["push", "-q", "origin", "HEAD:main"]):
+                subprocess.run(["git", "-C", {str(theirs)!r}, *args], check=True, env=env)
+            """)
+    )
+    hook.chmod(0o755)
+    delta = shard_delta(tmp_path / "one", ["a/Model"], "1/1")
+    out = commit(ours, str(delta), "--into", "baselines", "--retries", "2")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.count("push rejected") == 2
+    assert "gave up after 2 attempts" in out.stdout
+    assert "Refresh" not in git(remote, "log", "--format=%s", "main")
