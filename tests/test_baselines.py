@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from hfci import baselines
-from hfci.baselines_cli import merge_into
 from hfci.results import Record
 
 FP = "cpu-some-cpu-torch2.13.0-transformers5.23.0"
@@ -147,20 +146,6 @@ def test_baselines_learn_stretches_ranges_with_repeated_runs(tmp_path, capsys):
     assert not (tmp_path / "b" / "cpu-other-torch0-transformers0.json").exists()
 
 
-def test_merge_shard_files_into_one_per_fingerprint(tmp_path):
-    shards = []
-    for i, case in enumerate(("a/Model", "b/Model")):
-        path = tmp_path / f"shard{i}" / f"{FP}.json"
-        path.parent.mkdir()
-        baselines.write(path, baselines.merge(None, [rec(case, "forward", "passed")], {}, FP))
-        shards.append(path)
-    target = tmp_path / "baselines"
-    existing = baselines.merge(None, [rec("c/Model", "forward", "passed")], {}, FP)
-    baselines.write(target / f"{FP}.json", existing)
-    (written,) = merge_into(target, shards)
-    assert set(baselines.load(written).cases) == {"a/Model", "b/Model", "c/Model"}
-
-
 def run_suite(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     from hfci.cli import suite_command
 
@@ -261,20 +246,3 @@ def test_baselines_learn_replaces_a_measurement_taken_on_a_busy_machine(tmp_path
     assert cases["busy/Model"].perf == perf(4.0, 1e-3)
     # A busy measurement neither replaces a quiet entry nor teaches it a range.
     assert cases["m0/Model"].perf == perf(3.0, 1e-3)
-
-
-def test_baselines_merge_command(tmp_path, capsys):
-    from hfci.cli import main
-
-    shard = tmp_path / "shard-1"
-    shard.mkdir()
-    baselines.write(
-        shard / f"{FP}.json", baselines.merge(None, [rec("a/Model", "forward", "passed")], {}, FP)
-    )
-    assert main(["baselines", "merge", str(tmp_path / "shard-1"), "--into", str(tmp_path / "out")]) == 0
-    assert "merged:" in capsys.readouterr().out
-    assert baselines.load(tmp_path / "out" / f"{FP}.json").cases["a/Model"].checks == {"forward": "passed"}
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert main(["baselines", "merge", str(empty), "--into", str(tmp_path / "out")]) == 2
-    assert "no baseline files under" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,13 +24,19 @@ from hfci.errors import HfciError
 from hfci.results import Outcome, Record, write_json_atomic
 
 __all__ = [
+    "DELTA_SCHEMA",
     "SCHEMA",
     "Baseline",
     "BaselineError",
     "CaseEntry",
+    "Delta",
+    "delta",
+    "delta_path",
+    "digest",
     "find",
     "key",
     "load",
+    "load_delta",
     "merge",
     "new_failures",
     "newly_fixed",
@@ -39,6 +46,8 @@ __all__ = [
 ]
 
 SCHEMA = "hfci-baseline/1"
+DELTA_SCHEMA = "hfci-baseline-delta/1"
+DELTA_SUFFIX = ".delta.json"
 DEFAULT_DIR = Path("baselines")
 # A case's duration only balances shards: it is rewritten when it moved by more than this
 # factor either way *and* by more than this many seconds. A sub-second case that took 0.4 s
@@ -165,6 +174,138 @@ def load(path: Path) -> Baseline | None:
     return Baseline.from_dict(payload, path)
 
 
+def digest(path: Path) -> str | None:
+    """The sha256 of a file's bytes (what a delta names as its ``base``), or None if there is none."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def shard_tag(shard: str | None) -> str:
+    """A shard as a delta file's name holds it: ``3/8`` -> ``3-of-8``; a whole run is ``all``."""
+    return shard.replace("/", "-of-") if shard else "all"
+
+
+def _shard_numbers(shard: str) -> tuple[int, int] | None:
+    index, _, count = shard.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+        return None
+    return int(index), int(count)
+
+
+@dataclass
+class Delta:
+    """What one run (a shard, or a whole run) measured on one fingerprint: only its own cases.
+
+    ``base`` is the sha256 of the baseline file the run compared with and started from (None:
+    there was none); ``complete`` is false for a run that stopped early, whose cases a refresh
+    does not take. The entries are :func:`merge`'s, computed against that base.
+    """
+
+    fingerprint: str
+    environment: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None
+    shard: str | None = None
+    complete: bool = True
+    cases: dict[str, CaseEntry] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        """``3-of-8`` for shard 3/8, ``all`` for a run of the whole selection."""
+        return shard_tag(self.shard)
+
+    @property
+    def shard_numbers(self) -> tuple[int, int] | None:
+        """(index, count) of its shard; None for a whole run."""
+        return _shard_numbers(self.shard) if self.shard else None
+
+    @property
+    def device(self) -> str:
+        """The device it was measured on, as :attr:`Baseline.device` tells it."""
+        return Baseline(self.fingerprint, self.environment).device
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's contents."""
+        return {
+            "schema": DELTA_SCHEMA,
+            "fingerprint": self.fingerprint,
+            "environment": dict(self.environment),
+            "base": self.base,
+            "shard": self.shard,
+            "complete": self.complete,
+            "cases": {k: self.cases[k].to_dict() for k in sorted(self.cases)},
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Any, where: str | Path = "delta") -> Delta:
+        """Validate a parsed delta; anything else is one ``BaselineError`` naming ``where``."""
+        if isinstance(payload, dict) and payload.get("schema") == SCHEMA:
+            raise BaselineError(
+                f"{where}: a baseline, not a delta: shards upload deltas written with --baseline-delta"
+            )
+        if not isinstance(payload, dict) or payload.get("schema") != DELTA_SCHEMA:
+            found = payload.get("schema") if isinstance(payload, dict) else type(payload).__name__
+            raise BaselineError(
+                f"{where}: not a baseline delta (schema {found!r}); expected {DELTA_SCHEMA!r}"
+            )
+
+        def bad(name: str, expected: str) -> BaselineError:
+            return BaselineError(f"{where}: {name} is {payload.get(name)!r}; expected {expected}")
+
+        fingerprint, shard, base = payload.get("fingerprint"), payload.get("shard"), payload.get("base")
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise bad("fingerprint", "one device fingerprint (a delta holds one machine's cases)")
+        if shard is not None and not (isinstance(shard, str) and _shard_numbers(shard)):
+            raise bad("shard", "INDEX/COUNT such as '3/8', or null for a whole run")
+        if base is not None and not isinstance(base, str):
+            raise bad("base", "the sha256 of the baseline it started from, or null")
+        if not isinstance(payload.get("complete"), bool):
+            raise bad("complete", "true or false")
+        cases = payload.get("cases")
+        if not isinstance(cases, dict) or not all(isinstance(v, dict) for v in cases.values()):
+            raise BaselineError(f"{where}: 'cases' must map each case to its entry")
+        if not isinstance(payload.get("environment") or {}, dict):
+            raise bad("environment", "an object")
+        return cls(
+            fingerprint=fingerprint,
+            environment=dict(payload.get("environment") or {}),
+            base=base,
+            shard=shard,
+            complete=payload["complete"],
+            cases={k: CaseEntry.from_dict(v) for k, v in cases.items()},
+        )
+
+
+def delta_path(directory: Path, fingerprint: str, shard: str | None) -> Path:
+    """``<directory>/<fingerprint>.<tag>.delta.json``: one file per fingerprint and shard."""
+    return Path(directory) / f"{fingerprint}.{shard_tag(shard)}{DELTA_SUFFIX}"
+
+
+def load_delta(path: Path) -> Delta:
+    """One delta file, checked; a missing, unreadable or foreign file is one ``BaselineError``.
+
+    A name of the form :func:`delta_path` writes must agree with the contents: a file named for
+    one machine that holds another's cases was put together by hand and is refused.
+    """
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BaselineError(f"no such delta file: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BaselineError(f"{path}: not a readable JSON file ({error})") from None
+    found = Delta.from_dict(payload, path)
+    name = Path(path).name
+    if name.endswith(DELTA_SUFFIX):
+        named, _, tag = name.removesuffix(DELTA_SUFFIX).rpartition(".")
+        if named and (named, tag) != (found.fingerprint, found.tag):
+            raise BaselineError(
+                f"{path}: its name says fingerprint {named!r} shard {tag!r}, its contents "
+                f"{found.fingerprint!r} shard {found.tag!r}: a delta holds one machine's cases"
+            )
+    return found
+
+
 def find(fingerprint: str, directory: Path = DEFAULT_DIR) -> tuple[Baseline | None, str]:
     """The baseline to compare with, and a note saying which one (or why none).
 
@@ -245,6 +386,29 @@ def merge(
         "commit": _git_commit(),
     }
     return Baseline(fingerprint, environment, dict(sorted(cases.items())))
+
+
+def delta(
+    baseline: Baseline | None,
+    records: Iterable[Record],
+    environment: Mapping[str, Any],
+    fingerprint: str,
+    *,
+    base: str | None,
+    shard: str | None,
+    complete: bool,
+) -> Delta:
+    """What one run measured, as a :class:`Delta` against ``baseline`` (whose bytes hash to ``base``).
+
+    Each entry is :func:`merge`'s, so its perf and duration are rewritten only where they moved
+    from the baseline's; the entries of cases the run did not measure are left out, so that a
+    shard's file cannot carry stale copies of other shards' cases.
+    """
+    records = list(records)
+    merged = merge(baseline, records, environment, fingerprint)
+    measured = sorted({key(r) for r in records})
+    cases = {k: merged.cases[k] for k in measured}
+    return Delta(fingerprint, merged.environment, base, shard, complete, cases)
 
 
 def write(path: Path, baseline: Baseline) -> Path:

@@ -1,47 +1,26 @@
-"""``hfci baselines``: fold the baseline files of shard jobs into one per device (``merge``), and
-teach a baseline the spread of repeated runs of the same code (``learn``)."""
+"""``hfci baselines``: fold the deltas of shard jobs into one baseline per device (``merge``),
+commit that onto the remote branch (``commit``), and teach a baseline the spread of repeated
+runs of the same code (``learn``)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hfci import baselines, bench
+from hfci import baselines, bench, refresh, refresh_git
+from hfci.matrix import DEFAULT_DURATIONS
 from hfci.results import read_results_file, results_files
 
 __all__ = [
     "add_command",
-    "baseline_files",
+    "cmd_commit",
     "cmd_learn",
     "cmd_merge",
     "learn_into",
-    "merge_into",
 ]
-
-
-def baseline_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The baseline files named, or found one level under the directories named."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        found += sorted(path.rglob("*.json")) if path.is_dir() else [path]
-    return found
-
-
-def merge_into(directory: Path, sources: Iterable[Path]) -> list[Path]:
-    """Each source's cases into ``directory/<fingerprint>.json``; cases no source has are kept."""
-    written: dict[Path, baselines.Baseline] = {}
-    for source in sources:
-        incoming = baselines.load(source)
-        if incoming is None:
-            continue
-        target = baselines.path_for(incoming.fingerprint, directory)
-        current = written.get(target) or baselines.load(target)
-        cases = {**(current.cases if current else {}), **incoming.cases}
-        written[target] = dataclasses.replace(incoming, cases=dict(sorted(cases.items())))
-    return [baselines.write(target, payload) for target, payload in written.items()]
 
 
 def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
@@ -80,34 +59,125 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
     return [baselines.write(target, payload) for target, payload in written.items()]
 
 
-def _fold(sources: list[Path], names: list[str], kind: str, fold: Any, verb: str) -> int:
-    if not sources:
-        raise baselines.BaselineError(f"no {kind} files under {', '.join(names)}")
-    for path in fold(sources):
-        print(f"{verb}: {path}")
-    return 0
+def _learn_sources(paths: list[str]) -> list[Path]:
+    # A missing path or a file of another kind is refused by results_files/learn_into, which
+    # reads every file before it writes any.
+    found = results_files(paths)
+    if not found:
+        raise baselines.BaselineError(f"no results-*.json files under {', '.join(paths)}")
+    return found
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    """``hfci baselines merge``."""
-    sources = baseline_files(args.sources)
-    return _fold(sources, args.sources, "baseline", lambda s: merge_into(Path(args.into), s), "merged")
+    """``hfci baselines merge``: fold shard deltas into ``--into`` (see :mod:`hfci.refresh`)."""
+    durations = Path(args.durations) if args.durations else None
+    result = refresh.refresh(
+        refresh.read(args.sources), Path(args.into), durations, args.expect_shards, args.require_all
+    )
+    for line in result.summary():
+        print(line)
+    for path in refresh.write(result):
+        print(f"written: {path}")
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    """``hfci baselines commit``: fold the deltas onto the remote branch's tip and push them."""
+    options = refresh_git.CommitOptions(
+        into=Path(args.into),
+        durations=Path(args.durations) if args.durations else None,
+        remote=args.remote,
+        branch=args.branch,
+        retries=args.retries,
+        message=args.message,
+        expect_shards=args.expect_shards,
+        require_all=args.require_all,
+        pull_request=args.pull_request,
+        pause=args.pause,
+    )
+    sources = refresh.read(args.sources)
+    try:
+        return refresh_git.commit(sources, options)
+    except refresh_git.GitError as error:
+        print(f"hfci: error: {error}", file=sys.stderr)
+        return refresh_git.EXIT_FAILED
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
     """``hfci baselines learn``."""
-    sources = results_files(args.results)
-    return _fold(sources, args.results, "results", lambda s: learn_into(Path(args.into), s), "learned")
+    for path in learn_into(Path(args.into), _learn_sources(args.results)):
+        print(f"learned: {path}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _fold_options(parser: argparse.ArgumentParser, durations: str | None) -> None:
+    parser.add_argument("sources", nargs="+", help="delta files, or directories searched for *.delta.json")
+    parser.add_argument("--into", default=str(baselines.DEFAULT_DIR), help="the baselines directory")
+    parser.add_argument(
+        "--durations",
+        default=durations,
+        metavar="PATH",
+        help="also fold the measured cases' durations into this durations.json"
+        + (f" (default: {durations}; '' for none)" if durations else ""),
+    )
+    parser.add_argument(
+        "--expect-shards",
+        type=_positive,
+        metavar="N",
+        help="name shards 1..N of each fingerprint with no delta",
+    )
+    parser.add_argument(
+        "--require-all",
+        action="store_true",
+        help="refuse, writing nothing, when a shard is missing or did not complete (default: take the "
+        "completed shards' cases and name the others)",
+    )
 
 
 def add_command(sub: Any) -> None:
     """Register ``hfci baselines``."""
-    parser = sub.add_parser("baselines", help="merge shard baselines; learn the spread of repeated runs")
+    parser = sub.add_parser(
+        "baselines",
+        help="fold shard deltas into the baselines; commit them; learn the spread of repeated runs",
+    )
     commands = parser.add_subparsers(dest="baselines_command", required=True)
-    merge = commands.add_parser("merge", help="merge shard baselines into one file per fingerprint")
-    merge.add_argument("sources", nargs="+", help="baseline files, or directories holding them")
-    merge.add_argument("--into", default=str(baselines.DEFAULT_DIR), help="the baselines directory")
+    merge = commands.add_parser(
+        "merge",
+        help="fold shard deltas into one baseline file per fingerprint",
+        description=refresh.plan.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _fold_options(merge, None)
     merge.set_defaults(func=cmd_merge)
+    commit = commands.add_parser(
+        "commit",
+        help="fold shard deltas onto the remote branch's tip, commit and push (retrying on a moved branch)",
+        description=refresh_git.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _fold_options(commit, str(DEFAULT_DURATIONS))
+    commit.add_argument("--remote", default="origin", help="the remote to fetch from and push to")
+    commit.add_argument("--branch", default="main", help="the branch the baselines live on")
+    commit.add_argument(
+        "--retries", type=_positive, default=5, help="push attempts while the branch keeps moving"
+    )
+    commit.add_argument(
+        "--pause", type=float, default=2.0, help="seconds between attempts, times the attempt"
+    )
+    commit.add_argument("--message", default=refresh_git.MESSAGE, help="the commit message")
+    commit.add_argument(
+        "--pull-request",
+        metavar="BRANCH",
+        help="push the refresh to BRANCH (from the branch's tip, force-with-lease) and open or update "
+        "a pull request with gh when it and GH_TOKEN/GITHUB_TOKEN are there: for a protected branch",
+    )
+    commit.set_defaults(func=cmd_commit)
     learn = commands.add_parser(
         "learn", help="stretch each case's seen latency range with repeated runs of the same code"
     )

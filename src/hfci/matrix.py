@@ -27,7 +27,7 @@ from hfci.data import tomllib
 from hfci.devices import KNOWN_DEVICES
 from hfci.errors import HfciError
 from hfci.project import folder
-from hfci.results import results_files
+from hfci.results import results_files, write_json_atomic
 from hfci.selection import CASE_OPTIONS, MODEL_OPTIONS, Selection, add_arguments
 
 __all__ = [
@@ -139,11 +139,8 @@ def write_durations(durations: Mapping[tuple[str, str], float], path: str | Path
     by_device: dict[str, dict[str, float]] = {}
     for (case, device), seconds in durations.items():
         by_device.setdefault(device, {})[case] = seconds
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"schema": DURATIONS_SCHEMA, "durations": by_device}
-    path.write_text(json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    # Atomically: a refresh commits this file, and a half-written one would plan nothing.
+    return write_json_atomic(Path(path), {"schema": DURATIONS_SCHEMA, "durations": by_device})
 
 
 def estimate(known: Iterable[float], default: float = DEFAULT_ESTIMATE) -> float:

@@ -63,6 +63,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--update-baselines", action="store_true", help="rewrite the baselines with this run")
     group.addoption(
+        "--baseline-delta",
+        default=None,
+        metavar="DIR",
+        help="with --update-baselines: leave the baselines as they are and write only the cases this "
+        "run measured to DIR/<fingerprint>.<shard or all>.delta.json, for `hfci baselines merge|commit`",
+    )
+    group.addoption(
         "--recheck-after",
         type=float,
         default=60.0,
@@ -157,6 +164,11 @@ def pytest_configure(config: pytest.Config) -> None:
         for name in ("results", "baselines"):
             if config.getoption(f"{name}_dir") is None:
                 setattr(config.option, f"{name}_dir", str(folder(name)))
+        if config.getoption("baseline_delta") and not config.getoption("update_baselines"):
+            raise HfciError(
+                f"--baseline-delta {config.getoption('baseline_delta')} needs --update-baselines: "
+                "a delta is what a refresh measured"
+            )
     except HfciError as error:
         raise pytest.UsageError(str(error)) from None
     if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):

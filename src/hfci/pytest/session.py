@@ -43,7 +43,7 @@ from hfci.pytest.cases import (
 )
 from hfci.pytest.isolation import CaseScheduling, crash_reason
 from hfci.pytest.measuring import measured
-from hfci.results import Outcome, Record, summary, verdicts, write_results
+from hfci.results import Outcome, Record, summary, verdicts, write_json_atomic, write_results
 from hfci.selection import Selection
 
 __all__ = ["SESSION", "HfciSession"]
@@ -456,12 +456,31 @@ class HfciSession:
                 baselines.new_failures(baseline, [r for r in records if r.device == device]),
             )
 
-    def _update_baselines(self, records: list[Record]) -> Iterator[Path]:
-        """Fold this run's records into each device's baseline file."""
+    def _update_baselines(self, records: list[Record], complete: bool) -> Iterator[Path]:
+        """Fold this run's records into each device's baseline file, or, with ``--baseline-delta``,
+        write what it measured as a delta beside the untouched baseline.
+
+        A delta holds only this run's cases: a shard job that rewrote the whole file would carry
+        stale copies of every other shard's cases into the merge.
+        """
+        deltas = self.config.getoption("baseline_delta")
         for device in sorted({r.device for r in records}):
             mine = [r for r in records if r.device == device]
             meta = self.device_meta(device)
             target = baselines.path_for(meta["fingerprint"], Path(self.config.getoption("baselines_dir")))
+            if deltas:
+                delta = baselines.delta(
+                    baselines.load(target),
+                    mine,
+                    meta["environment"],
+                    meta["fingerprint"],
+                    base=baselines.digest(target),
+                    shard=self.selection.shard,
+                    complete=complete,
+                )
+                path = baselines.delta_path(Path(deltas), delta.fingerprint, delta.shard)
+                yield write_json_atomic(path, delta.to_dict())
+                continue
             merged = baselines.merge(baselines.load(target), mine, meta["environment"], meta["fingerprint"])
             yield baselines.write(target, merged)
 
@@ -488,8 +507,11 @@ class HfciSession:
                 f"results: {path}" + (" (partial: the run stopped early)" if stopped else "")
             )
         if config.getoption("update_baselines"):
-            for path in self._update_baselines(records):
-                terminalreporter.write_line(f"baseline updated: {path}")
+            delta = bool(config.getoption("baseline_delta"))
+            done = "baseline delta written" if delta else "baseline updated"
+            partial = " (partial: a merge skips it)" if stopped and delta else ""
+            for path in self._update_baselines(records, complete=not stopped):
+                terminalreporter.write_line(f"{done}: {path}{partial}")
         self._failing += len(fresh)
         latency = [r for r, _ in verdicts(records, "regression") if r.outcome == Outcome.PASSED]
         if latency and config.getoption("regressions") == "fail" and not config.getoption("update_baselines"):
