@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from hfci import github, matrix
 from hfci.catalog import load_catalog
+from hfci.cli import build_parser
 from hfci.selection import Selection
 
 yaml = pytest.importorskip("yaml")
@@ -201,6 +203,42 @@ def test_the_job_command_names_a_nox_session_that_exists(planned: list[dict[str,
         assert re.search(rf"^def {session}\(", noxfile, re.MULTILINE), session
 
 
+# -- baselines.yml -----------------------------------------------------------------------------
+
+
+def test_baselines_refresh_weekly_and_on_demand_never_per_push() -> None:
+    workflow = load("baselines.yml")
+    assert set(workflow["on"]) == {"schedule", "workflow_dispatch"}
+    assert workflow["concurrency"]["cancel-in-progress"] is False
+
+
+def test_shards_upload_deltas_unless_cancelled() -> None:
+    measure = load("baselines.yml")["jobs"]["measure"]
+    script = run_text(measure)
+    assert "nox -s update_baselines --" in script and "--baseline-delta deltas" in script
+    assert '--shard "$SHARD"' in script
+    (upload,) = [s for s in measure["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["if"] == "${{ !cancelled() }}"
+    assert upload["with"]["path"] == "deltas/" and upload["with"]["name"].startswith("delta-")
+
+
+def test_the_commit_job_applies_the_deltas_and_never_runs_on_cancel() -> None:
+    commit = load("baselines.yml")["jobs"]["commit"]
+    assert "!cancelled()" in commit["if"] and "always()" not in commit["if"]
+    assert set(commit["needs"]) == {"plan", "measure"}
+    (download,) = [s for s in commit["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
+    assert download["with"]["pattern"] == "delta-*"
+    script = run_text(commit)
+    command = script[script.index("hfci baselines commit") :].replace("\\\n", " ").split("\n")[0]
+    words = [w for w in shlex.split(command) if w != "${pr[@]}"]
+    assert words[3] == "deltas" and words[words.index("--durations") + 1] == "matrices/durations.json"
+    # What the job passes, with and without the pull-request mode, is what the command takes.
+    for extra in ([], ["--pull-request", "hfci/refresh-baselines"]):
+        args = build_parser().parse_args([*words[1:], *extra])
+        assert args.func.__name__ == "cmd_commit" and args.branch == "main"
+    assert "pr=(--pull-request hfci/refresh-baselines)" in script
+
+
 # -- linters (when installed) ------------------------------------------------------------------
 
 
@@ -208,8 +246,14 @@ def test_zizmor_is_clean() -> None:
     zizmor = shutil.which("zizmor") or shutil.which("zizmor", path=str(Path(sys.executable).parent))
     if not zizmor:
         pytest.skip("zizmor is not installed")
-    done = subprocess.run([zizmor, "--offline", str(WORKFLOWS)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
+    for persona in ("regular", "pedantic"):
+        done = subprocess.run(
+            [zizmor, "--offline", "--persona", persona, str(WORKFLOWS)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, persona + ": " + done.stdout + done.stderr
 
 
 def test_actionlint_is_clean(tmp_path: Path) -> None:

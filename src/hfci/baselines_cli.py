@@ -12,6 +12,7 @@ from typing import Any
 
 from hfci import baselines, bench, refresh, refresh_git
 from hfci.matrix import DEFAULT_DURATIONS
+from hfci.project import folder
 from hfci.results import read_results_file, results_files
 
 __all__ = [
@@ -68,11 +69,16 @@ def _learn_sources(paths: list[str]) -> list[Path]:
     return found
 
 
+def _into(args: argparse.Namespace) -> Path:
+    # merge and learn write here: the project's baselines folder unless one is named.
+    return Path(args.into) if args.into else folder("baselines")
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     """``hfci baselines merge``: fold shard deltas into ``--into`` (see :mod:`hfci.refresh`)."""
     durations = Path(args.durations) if args.durations else None
     result = refresh.refresh(
-        refresh.read(args.sources), Path(args.into), durations, args.expect_shards, args.require_all
+        refresh.read(args.sources), _into(args), durations, args.expect_shards, args.require_all
     )
     for line in result.summary():
         print(line)
@@ -105,7 +111,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     """``hfci baselines learn``."""
-    for path in learn_into(Path(args.into), _learn_sources(args.results)):
+    for path in learn_into(_into(args), _learn_sources(args.results)):
         print(f"learned: {path}")
     return 0
 
@@ -154,6 +160,7 @@ def add_command(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _fold_options(merge, None)
+    merge.set_defaults(into=None)
     merge.set_defaults(func=cmd_merge)
     commit = commands.add_parser(
         "commit",
@@ -182,5 +189,5 @@ def add_command(sub: Any) -> None:
         "learn", help="stretch each case's seen latency range with repeated runs of the same code"
     )
     learn.add_argument("results", nargs="+", help="results files, or directories holding them")
-    learn.add_argument("--into", default=str(baselines.DEFAULT_DIR), help="the baselines directory")
+    learn.add_argument("--into", default=None, help="the baselines directory (default: the project's)")
     learn.set_defaults(func=cmd_learn)
