@@ -68,7 +68,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "default: four fifths of the machine's memory shared by the xdist workers); Linux only",
     )
     group.addoption(
-        "--checkpoint",
+        "--results-every",
         type=float,
         default=60.0,
         metavar="SECONDS",

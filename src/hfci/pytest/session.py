@@ -99,7 +99,7 @@ class HfciSession:
         self.devices = devices
         self.records: list[Record] = []
         self.started = time.perf_counter()
-        self._last_checkpoint: float | None = None
+        self._last_partial: float | None = None
         self._session: pytest.Session | None = None
         self._built = _Built()
         self._locks: dict[str, Any] = {}
@@ -288,10 +288,10 @@ class HfciSession:
                 metrics=properties.get("hfci_metrics"),
             )
         )
-        self._checkpoint()
+        self._write_partial()
 
-    def _checkpoint(self) -> None:
-        """Rewrite the results files, marked partial, once ``--checkpoint`` seconds have passed.
+    def _write_partial(self) -> None:
+        """Rewrite the results files, marked partial, once ``--results-every`` seconds have passed.
 
         A CI job killed at its timeout then still uploads the checks it finished. The write never
         overlaps a measurement: it holds the workers' machine lock shared, and while a worker
@@ -299,16 +299,16 @@ class HfciSession:
         """
         if not self._controller:
             return
-        last = self.started if self._last_checkpoint is None else self._last_checkpoint
-        if time.perf_counter() - last < self.config.getoption("checkpoint"):
+        last = self.started if self._last_partial is None else self._last_partial
+        if time.perf_counter() - last < self.config.getoption("results_every"):
             return
         with bench.machine_idle(self.lock_path()) as idle:
             if idle:
                 self._write_results(self.records, complete=False)
-                self._last_checkpoint = time.perf_counter()
+                self._last_partial = time.perf_counter()
 
     def device_meta(self, device: str) -> dict[str, Any]:
-        """A device's fingerprint and environment, worked out once: every checkpoint writes them."""
+        """A device's fingerprint and environment, worked out once: every partial write writes them."""
         if device not in self._device_meta:
             self._device_meta[device] = {
                 "fingerprint": fingerprint(device),
