@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hfci.catalog import CATEGORIES, TIERS, load_catalog
+from hfci.checkpoints import selected_checkpoints
 from hfci.devices import KNOWN_DEVICES, best_device, resolve_device
 from hfci.errors import HfciError, validate_choices
 from hfci.project import tool_table
@@ -79,6 +80,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _add_markers(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "model: a model test (needs --run-model-tests)")
+    config.addinivalue_line("markers", "checkpoint: a model test of a real checkpoint (--checkpoint)")
     for category in CATEGORIES:
         config.addinivalue_line("markers", f"{marker_name(category)}: {category} models")
     for device in KNOWN_DEVICES:
@@ -140,6 +142,8 @@ def pytest_configure(config: pytest.Config) -> None:
         _add_markers(config)
         selection = Selection.from_values(config.getoption)
         selection.validate(load_catalog())
+        # A bad --checkpoint or [tool.hfci.checkpoints] entry is one usage error, not a failed collection.
+        selected_checkpoints(selection.checkpoint, load_catalog())
         devices = _devices(config, selection)
         for name in selection.runner:
             load_runner(name)

@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 
 from hfci import __version__, baselines, bench
-from hfci.case import TinyCase, build_case
+from hfci.case import TinyCase
 from hfci.catalog import load_catalog
 from hfci.devices import describe, fingerprint
 from hfci.factory import FactoryError, MissingDependency
 from hfci.outputs import seeded_forward
 from hfci.pytest.cases import (
     CaseSpec,
+    build_spec,
     case_meta,
     case_of,
     case_params,
@@ -343,7 +344,7 @@ class HfciSession:
         if built.key != key:
             self._built = built = _Built(key)
             try:
-                built.case = build_case(spec.record, spec.head, spec.device)
+                built.case = build_spec(spec)
             except FactoryError as error:
                 built.error = error
             except Exception as error:
@@ -414,7 +415,7 @@ class HfciSession:
             for spec, found_at in self._suspects:
                 stored, usual = self.stored_perf(spec)
                 try:
-                    case = build_case(spec.record, spec.head, spec.device)
+                    case = build_spec(spec)
                 except Exception:
                     continue  # it was built before; without it, the suspect's own verdict stands
                 # The whole procedure again: one noisy take must not confirm what one noisy take found.
