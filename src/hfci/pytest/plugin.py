@@ -142,8 +142,10 @@ def pytest_configure(config: pytest.Config) -> None:
         _add_markers(config)
         selection = Selection.from_values(config.getoption)
         selection.validate(load_catalog())
-        # A bad --checkpoint or [tool.hfci.checkpoints] entry is one usage error, not a failed collection.
-        selected_checkpoints(selection.checkpoint, load_catalog())
+        if selection.checkpoint or config.getoption("run_model_tests"):
+            # A bad --checkpoint or [tool.hfci.checkpoints] entry is one usage error, not a failed
+            # collection; a project's plain pytest (no flag) does not hash its checkpoints.
+            selected_checkpoints(selection.checkpoint, load_catalog())
         devices = _devices(config, selection)
         for name in selection.runner:
             load_runner(name)
