@@ -211,7 +211,7 @@ def test_a_known_failure_names_what_it_expects() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_run_within_seconds_with_a_partial_file(project, tmp_path, signum) -> None:
     out = tmp_path / "results"
-    argv = command(out, "2", "--checkpoint", "0")
+    argv = command(out, "2", "--results-every", "0")
     argv[argv.index("twin")] = "eager"  # every check of each case, and bert's planted parity hangs
     child = subprocess.Popen(
         argv,

@@ -64,18 +64,18 @@ def test_a_real_run_writes_results(tmp_path):
 
 
 def test_a_killed_run_leaves_the_checks_it_finished_marked_partial(tmp_path):
-    # A CI job killed at its timeout-minutes gets no terminal summary; the checkpoints are all
+    # A CI job killed at its timeout-minutes gets no terminal summary; the partial writes are all
     # that is left to upload.
     command = [sys.executable, "-m", "pytest", "--pyargs", "hfci.pytest.suite", "-p", "no:cacheprovider"]
     command += ["--results-dir", str(tmp_path), "--run-model-tests", "--model", "bert", "--device", "cpu"]
-    command += ["-n", "1", "--checkpoint", "0", "--no-baseline-check"]
+    command += ["-n", "1", "--results-every", "0", "--no-baseline-check"]
     run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, start_new_session=True)
     results = tmp_path / "results-cpu.json"
     try:
         deadline = time.monotonic() + 300
         while not results.exists() or len(json.loads(results.read_text())["records"]) < 3:
             assert run.poll() is None, "the run ended before its third check"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            assert time.monotonic() < deadline, "no partial results within 300 s"
             time.sleep(0.1)
     finally:
         os.killpg(run.pid, signal.SIGKILL)

@@ -404,7 +404,7 @@ def machine_lock(path: str | os.PathLike[str] | None, exclusive: bool) -> Iterat
 def machine_idle(path: str | os.PathLike[str] | None) -> Iterator[bool]:
     """Whether no worker is measuring; when none is, the machine is held shared for the block.
 
-    For work outside the checks (the controller's checkpoints) that must not disturb a
+    For work outside the checks (the controller's partial results writes) that must not disturb a
     measurement but need not wait for one either. Without a path (no xdist) it is always idle.
     """
     if not path:

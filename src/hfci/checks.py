@@ -8,11 +8,13 @@ from typing import Any
 
 from hfci import runners
 from hfci.case import TinyCase
+from hfci.checkpoints import checkpoint_processors
 from hfci.inputs import main_input
 from hfci.outputs import compare, seeded_forward, tensors
 from hfci.processors import RECIPES, NoRecipe, pick_task
 
 __all__ = [
+    "PROBE_TEXT",
     "CheckFailed",
     "CheckSkipped",
     "check_determinism",
@@ -161,8 +163,13 @@ def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
         raise CheckFailed(f"generated length {sequences.shape[-1]} < prompt {prompt} + {new_tokens}")
 
 
-def check_pipeline(case: TinyCase) -> None:
-    """``transformers.pipeline`` serves the head's task with processors built offline."""
+def check_pipeline(case: TinyCase) -> dict[str, Any]:
+    """``transformers.pipeline`` serves the head's task with processors built offline.
+
+    A checkpoint's case uses what the checkpoint saved (its tokenizer, image processor or feature
+    extractor) in place of the built ones, and fails where its tokenizer makes ids its model
+    cannot embed. Returns what it used, which the suite records for a checkpoint's case.
+    """
     import warnings
 
     from transformers import pipeline
@@ -174,12 +181,42 @@ def check_pipeline(case: TinyCase) -> None:
         kwargs = recipe.kwargs(case)
     except NoRecipe as why:
         raise CheckSkipped(f"pipeline: {why}") from None
+    facts: dict[str, Any] = {"task": task}
+    if case.checkpoint is not None:
+        try:
+            own = checkpoint_processors(case.checkpoint)
+        except Exception as error:
+            raise CheckFailed(
+                f"the checkpoint's processors do not load: {type(error).__name__}: {error}"
+            ) from None
+        kwargs.update({key: value for key, value in own.items() if key in kwargs})
+        facts["processors"] = {key: "checkpoint" if key in own else "built offline" for key in kwargs}
+        facts["inputs"] = case.inputs_from
+        if "tokenizer" in own and "tokenizer" in kwargs:
+            facts["tokenizer"] = _tokenizer_facts(own["tokenizer"], case.model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = pipeline(task, model=case.model, **kwargs)
         result = recipe.call(pipe, case)
     if not recipe.expect(result):
         raise CheckFailed(f"{task} pipeline returned an unexpected structure: {str(result)[:200]}")
+    return facts
+
+
+# What a checkpoint's tokenizer is asked to encode before its pipeline runs, and recorded with.
+PROBE_TEXT = "hello world, a checkpoint reads its own text"
+
+
+def _tokenizer_facts(tokenizer: Any, model: Any) -> dict[str, Any]:
+    """The tokenizer's class, size and ids of ``PROBE_TEXT``; a failure if they pass the vocabulary."""
+    ids = [int(i) for i in tokenizer(PROBE_TEXT)["input_ids"]]
+    vocab = getattr(model.config.get_text_config(decoder=True), "vocab_size", None)
+    if isinstance(vocab, int) and ids and max(ids) >= vocab:
+        raise CheckFailed(
+            f"the checkpoint's tokenizer ({type(tokenizer).__name__}, {len(tokenizer)} tokens) gives id "
+            f"{max(ids)} for {PROBE_TEXT!r}, past the model's vocabulary of {vocab}"
+        )
+    return {"class": type(tokenizer).__name__, "size": len(tokenizer), "probe": PROBE_TEXT, "ids": ids}
 
 
 def check_parity(case: TinyCase, runner_name: str) -> None:

@@ -213,7 +213,7 @@ RECIPES: dict[str, Recipe] = {
     "feature-extraction": Recipe(_text, lambda p, c: p(_words(5)), lambda r: isinstance(r, list) and bool(r)),
     "fill-mask": Recipe(
         _text,
-        lambda p, c: p(f"{_words(3)} [MASK] {_words(2)}", top_k=2),
+        lambda p, c: p(f"{_words(3)} {p.tokenizer.mask_token} {_words(2)}", top_k=2),
         lambda r: _is_list_of_dicts(r, "score", "token"),
     ),
     "text-classification": Recipe(

@@ -10,6 +10,7 @@ setting that silently does nothing.
 
 from __future__ import annotations
 
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -23,11 +24,13 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "CHECKPOINT_KEYS",
     "ENTRY_KEYS",
     "FAILURE_KEYS",
     "FOLDERS",
     "TABLES",
     "ProjectError",
+    "checkpoint_entries",
     "find_pyproject",
     "folder",
     "tool_table",
@@ -35,9 +38,11 @@ __all__ = [
 
 # What [tool.hfci] may hold: tables, and folders (paths relative to the pyproject.toml) with
 # the default each has without one (relative to the working directory, as before there was any).
-TABLES = ("runners", "models", "select")
+TABLES = ("runners", "models", "select", "checkpoints")
 FOLDERS = {"baselines": "baselines", "matrices": "matrices", "results": "results"}
 ENTRY_KEYS = ("config", "inputs", "skip", "known_failures")
+# What an entry of [tool.hfci.checkpoints] may say, when it is a table rather than a path.
+CHECKPOINT_KEYS = ("path", "hub")
 FAILURE_KEYS = ("check", "head", "device", "runner", "run", "reason", "transformers", "expect")
 
 
@@ -134,3 +139,41 @@ def folder(name: str, pyproject: Path | None = None) -> Path:
         return Path(FOLDERS[name])
     value = _read(path.resolve()).get(name)
     return path.resolve().parent / value if value else Path(FOLDERS[name])
+
+
+# A checkpoint's name goes into case ids, node ids and baseline keys: nothing that splits them.
+_CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def checkpoint_entries(pyproject: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``[tool.hfci.checkpoints]``, checked: name -> ``{"path": Path | None, "hub": str | None}``.
+
+    An entry is a path (``name = "models/mine"``) or a table (``name = { path = "...", hub =
+    "org/id" }``); a relative path is taken from the pyproject's directory, not the working one,
+    so the entry means the same wherever pytest is started.
+    """
+    path = pyproject or _nearest(Path.cwd())
+    if path is None or not path.is_file():
+        return {}
+    path = path.resolve()
+    table = _read(path).get("checkpoints", {})
+    where = f"{path}: [tool.hfci.checkpoints]"
+    if not isinstance(table, dict):
+        raise ProjectError(f"{where} must map names to paths or {{ path = ..., hub = ... }} tables")
+    entries: dict[str, dict[str, Any]] = {}
+    for name, value in table.items():
+        if not _CHECKPOINT_NAME.match(name):
+            raise ProjectError(
+                f"{where}: bad name {name!r}; use letters, digits, '_', '.' and '-' (it goes into case ids)"
+            )
+        entry = {"path": value} if isinstance(value, str) else value
+        if not isinstance(entry, dict):
+            raise ProjectError(
+                f"{where}.{name} must be a path or a table with keys {', '.join(CHECKPOINT_KEYS)}"
+            )
+        _unknown(f"{where}.{name}", entry, CHECKPOINT_KEYS)
+        if not entry or not all(isinstance(v, str) and v for v in entry.values()):
+            raise ProjectError(f"{where}.{name} needs a non-empty path or hub (strings)")
+        local = entry.get("path")
+        entries[name] = {"path": (path.parent / local) if local else None, "hub": entry.get("hub")}
+    return entries

@@ -122,7 +122,8 @@ def write_results(
 ) -> Path:
     """``<directory>/results-<device>.json`` with every record of the run, sorted.
 
-    ``complete`` is false for a checkpoint written during the run, or for a run stopped early.
+    ``complete`` is false for a partial write during the run (``--results-every``), or for a run
+    stopped early.
     """
     ordered = sorted(records, key=lambda r: (r.case, r.runner, r.check))
     payload = {
@@ -190,7 +191,7 @@ def read_results_file(path: Path) -> ResultsFile:
             raise ResultsError(f"{path}: malformed record {row!r} ({error})") from None
     device = str(payload.get("device") or (records[0].device if records else "?"))
     meta = {k: v for k, v in payload.items() if k not in ("records", "schema", "complete")}
-    # A checkpoint, or a run stopped early: what it holds is true, but its selection is not all there.
+    # A partial write, or a run stopped early: what it holds is true, but its selection is not all there.
     complete = payload.get("complete", True) is not False
     return ResultsFile(Path(path), device, str(payload.get("fingerprint", "")), complete, records, meta)
 

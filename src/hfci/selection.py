@@ -27,6 +27,7 @@ from hfci.project import tool_table
 
 __all__ = [
     "CASE_OPTIONS",
+    "CHECKPOINT",
     "MODEL_OPTIONS",
     "OPTIONS",
     "Option",
@@ -91,7 +92,14 @@ CASE_OPTIONS = (
 SHARD = Option(
     "shard", "run only shard INDEX/COUNT of the selection, e.g. 3/8", single=True, metavar="INDEX/COUNT"
 )
-OPTIONS = (*MODEL_OPTIONS, *CASE_OPTIONS, SHARD)
+# Real checkpoints as cases: the commands that run cases (a matrix job's machine has no such path).
+CHECKPOINT = Option(
+    "checkpoint",
+    "also check this save_pretrained directory (or the name of a [tool.hfci.checkpoints] entry), "
+    "repeatable; alone, only checkpoints run, a model filter adds the tiny cases it selects",
+    metavar="PATH",
+)
+OPTIONS = (*MODEL_OPTIONS, CHECKPOINT, *CASE_OPTIONS, SHARD)
 
 
 class SelectionError(HfciError):
@@ -136,6 +144,7 @@ class Selection:
     family: tuple[str, ...] = ()
     tier: tuple[str, ...] = ()
     model: tuple[str, ...] = ()
+    checkpoint: tuple[str, ...] = ()
     device: tuple[str, ...] = ()
     runner: tuple[str, ...] = ()
     one_head: bool = False
@@ -182,6 +191,11 @@ class Selection:
                 for item in value:
                     args += [option.flag, item]
         return args
+
+    @property
+    def filters_models(self) -> bool:
+        """Whether a model filter (category, family, tier, model) was given."""
+        return bool(self.category or self.family or self.tier or self.model)
 
     def records(self, catalog: Catalog) -> list[ModelRecord]:
         """The model types selected, validated against the catalog."""

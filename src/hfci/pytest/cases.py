@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
 from hfci import data
+from hfci.case import TinyCase, build_case, build_checkpoint_case
 from hfci.catalog import Catalog, ModelRecord, load_catalog
+from hfci.checkpoints import Checkpoint, selected_checkpoints
 from hfci.matrix import shard_for_device
 from hfci.results import CHECKS
 from hfci.selection import Selection, parse_shard
@@ -17,6 +19,7 @@ from hfci.selection import Selection, parse_shard
 __all__ = [
     "EXPECTATIONS",
     "CaseSpec",
+    "build_spec",
     "case_meta",
     "case_of",
     "case_params",
@@ -36,15 +39,22 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """One parametrization: a head of a model type on a device, run by a runner."""
+    """One parametrization: a head of a model type on a device, run by a runner.
+
+    With ``checkpoint``, the user's checkpoint of that model type and head rather than a tiny
+    model: its case id is ``ckpt:<name>:<hash12>/<head>`` (see :mod:`hfci.checkpoints`).
+    """
 
     record: ModelRecord
     head: str
     device: str
     runner: str = "eager"
+    checkpoint: Checkpoint | None = None
 
     @property
     def case(self) -> str:
+        if self.checkpoint is not None:
+            return self.checkpoint.case()
         return f"{self.record.model_type}/{self.head}"
 
     @property
@@ -59,9 +69,20 @@ def marker_name(value: str) -> str:
 
 
 def selected_cases(selection: Selection, devices: list[str], catalog: Catalog) -> list[CaseSpec]:
-    """The cases of the selection on the chosen devices, cut to the shard if one is given."""
+    """The cases of the selection on the chosen devices, cut to the shard if one is given.
+
+    Checkpoints (``--checkpoint``, else the project's ``[tool.hfci.checkpoints]``) replace the
+    tiny cases: a run that names checkpoints is about them. A model filter (``--model``,
+    ``--category``, ...) brings back the tiny cases it selects, and applies to the checkpoints
+    too, by their model type.
+    """
+    checkpoints = selected_checkpoints(selection.checkpoint, catalog)
+    wanted = {r.model_type for r in selection.records(catalog)} if selection.filters_models else None
+    tiny = selection.cases(catalog) if wanted is not None or not checkpoints else []
+    own = [c for c in checkpoints if wanted is None or c.model_type in wanted]
     specs = [
-        CaseSpec(record, head, device) for device in devices for record, head in selection.cases(catalog)
+        *(CaseSpec(record, head, device) for device in devices for record, head in tiny),
+        *(CaseSpec(catalog[c.model_type], c.head, device, checkpoint=c) for device in devices for c in own),
     ]
     if not selection.shard:
         return specs
@@ -119,8 +140,7 @@ def case_params(check: str, cases: list[CaseSpec], runners: tuple[str, ...]) -> 
         if check == "device_parity" and base.device == "cpu":
             continue
         for runner in wanted:
-            spec = CaseSpec(base.record, base.head, base.device, runner)
-            params.append(_param(spec, check))
+            params.append(_param(replace(base, runner=runner), check))
     return params
 
 
@@ -133,6 +153,8 @@ def _param(spec: CaseSpec, check: str) -> Any:
         getattr(pytest.mark, f"family_{marker_name(spec.record.family)}"),
         pytest.mark.xdist_group(group_of(spec)),
     ]
+    if spec.checkpoint is not None:
+        marks.append(pytest.mark.checkpoint)
     known = known_failure_entry(spec, check)
     if known is not None:
         # run = false: a failure that costs the whole timeout to show (a compile past 300 s)
@@ -179,9 +201,7 @@ _NODE_ID = re.compile(r"::test_(\w+)\[(.+)\](?:@.*)?$")
 def param_index(cases: list[CaseSpec], runners: tuple[str, ...]) -> dict[str, CaseSpec]:
     """Every parameter id the selection can produce -> its case (each runner its own id)."""
     return {
-        spec.id: spec
-        for base in cases
-        for spec in (CaseSpec(base.record, base.head, base.device, r) for r in ("eager", *runners))
+        spec.id: spec for base in cases for spec in (replace(base, runner=r) for r in ("eager", *runners))
     }
 
 
@@ -193,6 +213,14 @@ def spec_of_node_id(node_id: str, index: dict[str, CaseSpec]) -> tuple[CaseSpec,
     match = _NODE_ID.search(node_id)
     spec = index.get(match.group(2)) if match else None
     return (spec, match.group(1)) if spec is not None and match else None
+
+
+def build_spec(spec: CaseSpec, device: str | None = None) -> TinyCase:
+    """The model and inputs of a case, on its device or ``device``: tiny, or the checkpoint's."""
+    where = device or spec.device
+    if spec.checkpoint is not None:
+        return build_checkpoint_case(spec.checkpoint, spec.record, where)
+    return build_case(spec.record, spec.head, where)
 
 
 def group_of(spec: CaseSpec) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hfci.catalog import CATEGORIES, TIERS, load_catalog
+from hfci.checkpoints import selected_checkpoints
 from hfci.devices import KNOWN_DEVICES, best_device, resolve_device
 from hfci.errors import HfciError, validate_choices
 from hfci.project import folder, tool_table
@@ -83,7 +84,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "default: four fifths of the machine's memory shared by the xdist workers); Linux only",
     )
     group.addoption(
-        "--checkpoint",
+        "--results-every",
         type=float,
         default=60.0,
         metavar="SECONDS",
@@ -94,6 +95,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _add_markers(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "model: a model test (needs --run-model-tests)")
+    config.addinivalue_line("markers", "checkpoint: a model test of a real checkpoint (--checkpoint)")
     for category in CATEGORIES:
         config.addinivalue_line("markers", f"{marker_name(category)}: {category} models")
     for device in KNOWN_DEVICES:
@@ -155,6 +157,10 @@ def pytest_configure(config: pytest.Config) -> None:
         _add_markers(config)
         selection = Selection.from_values(config.getoption)
         selection.validate(load_catalog())
+        if selection.checkpoint or config.getoption("run_model_tests"):
+            # A bad --checkpoint or [tool.hfci.checkpoints] entry is one usage error, not a failed
+            # collection; a project's plain pytest (no flag) does not hash its checkpoints.
+            selected_checkpoints(selection.checkpoint, load_catalog())
         devices = _devices(config, selection)
         for name in selection.runner:
             load_runner(name)

@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 
 from hfci import __version__, baselines, bench
-from hfci.case import TinyCase, build_case
+from hfci.case import TinyCase
 from hfci.catalog import load_catalog
 from hfci.devices import describe, fingerprint
 from hfci.factory import FactoryError, MissingDependency
 from hfci.outputs import seeded_forward
 from hfci.pytest.cases import (
     CaseSpec,
+    build_spec,
     case_meta,
     case_of,
     case_params,
@@ -99,7 +100,7 @@ class HfciSession:
         self.devices = devices
         self.records: list[Record] = []
         self.started = time.perf_counter()
-        self._last_checkpoint: float | None = None
+        self._last_partial: float | None = None
         self._session: pytest.Session | None = None
         self._built = _Built()
         self._locks: dict[str, Any] = {}
@@ -288,10 +289,10 @@ class HfciSession:
                 metrics=properties.get("hfci_metrics"),
             )
         )
-        self._checkpoint()
+        self._write_partial()
 
-    def _checkpoint(self) -> None:
-        """Rewrite the results files, marked partial, once ``--checkpoint`` seconds have passed.
+    def _write_partial(self) -> None:
+        """Rewrite the results files, marked partial, once ``--results-every`` seconds have passed.
 
         A CI job killed at its timeout then still uploads the checks it finished. The write never
         overlaps a measurement: it holds the workers' machine lock shared, and while a worker
@@ -299,16 +300,16 @@ class HfciSession:
         """
         if not self._controller:
             return
-        last = self.started if self._last_checkpoint is None else self._last_checkpoint
-        if time.perf_counter() - last < self.config.getoption("checkpoint"):
+        last = self.started if self._last_partial is None else self._last_partial
+        if time.perf_counter() - last < self.config.getoption("results_every"):
             return
         with bench.machine_idle(self.lock_path()) as idle:
             if idle:
                 self._write_results(self.records, complete=False)
-                self._last_checkpoint = time.perf_counter()
+                self._last_partial = time.perf_counter()
 
     def device_meta(self, device: str) -> dict[str, Any]:
-        """A device's fingerprint and environment, worked out once: every checkpoint writes them."""
+        """A device's fingerprint and environment, worked out once: every partial write writes them."""
         if device not in self._device_meta:
             self._device_meta[device] = {
                 "fingerprint": fingerprint(device),
@@ -343,7 +344,7 @@ class HfciSession:
         if built.key != key:
             self._built = built = _Built(key)
             try:
-                built.case = build_case(spec.record, spec.head, spec.device)
+                built.case = build_spec(spec)
             except FactoryError as error:
                 built.error = error
             except Exception as error:
@@ -414,7 +415,7 @@ class HfciSession:
             for spec, found_at in self._suspects:
                 stored, usual = self.stored_perf(spec)
                 try:
-                    case = build_case(spec.record, spec.head, spec.device)
+                    case = build_spec(spec)
                 except Exception:
                     continue  # it was built before; without it, the suspect's own verdict stands
                 # The whole procedure again: one noisy take must not confirm what one noisy take found.

@@ -5,18 +5,19 @@ Run with ``pytest --pyargs hfci.pytest.suite --run-model-tests`` (``hfci run`` d
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hfci import bench, checks
-from hfci.case import build_case
-from hfci.pytest.cases import CaseSpec
+from hfci.pytest.cases import CaseSpec, build_spec
 from hfci.pytest.measuring import measured
 from hfci.pytest.session import HfciSession
 
 
-def _run(check, *args) -> None:
+def _run(check, *args) -> Any:
     try:
-        check(*args)
+        return check(*args)
     except checks.CheckSkipped as why:
         pytest.skip(str(why))
     except ImportError as error:
@@ -71,9 +72,12 @@ def test_generate(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
     _run(checks.check_generate, hfci_session.built_case(hfci_case))
 
 
-def test_pipeline(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
-    """The head's pipeline task runs with processors built offline."""
-    _run(checks.check_pipeline, hfci_session.built_case(hfci_case))
+def test_pipeline(hfci_case: CaseSpec, hfci_session: HfciSession, request: pytest.FixtureRequest) -> None:
+    """The head's pipeline task runs with processors built offline (a checkpoint's: its own)."""
+    facts = _run(checks.check_pipeline, hfci_session.built_case(hfci_case))
+    if hfci_case.checkpoint is not None and facts:
+        # Which processors served it, so a results file shows the checkpoint's own were used.
+        request.node.user_properties.append(("hfci_metrics", {"pipeline": facts}))
 
 
 def test_parity(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
@@ -83,5 +87,5 @@ def test_parity(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
 
 def test_device_parity(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
     """On a non-CPU device, outputs agree with the same seeded model on the CPU."""
-    cpu = build_case(hfci_case.record, hfci_case.head, "cpu")
+    cpu = build_spec(hfci_case, "cpu")
     _run(checks.check_device_parity, hfci_session.built_case(hfci_case), cpu)
