@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,15 @@ def test_a_run_that_names_the_suite_collects_it_once(project: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("test_forward[bert/Model-cpu]") == 1
+
+
+def test_plain_pytest_runs_the_critical_text_models_and_writes_results(project: Path) -> None:
+    """What a user of the predecessor typed, with nothing of hfci's spelled out."""
+    done = pytest_in(project, "--run-model-tests", "-m", "text", "--tier", "critical", "--no-baseline-check")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    records = json.loads((project / "results" / "results-cpu.json").read_text())["records"]
+    cases = {r["case"] for r in records}
+    assert {r["category"] for r in records} == {"text"} and {r["tier"] for r in records} == {"critical"}
+    assert {"bert/ForMaskedLM", "gpt2/LMHeadModel", "t5/ForConditionalGeneration"} <= cases
+    assert {r["check"] for r in records} >= {"forward", "determinism", "save_load", "generate", "benchmark"}
+    assert "1 passed" not in done.stdout  # the project's own test was deselected by -m text
