@@ -278,3 +278,47 @@ def test_entries_are_paths_from_the_pyproject_s_directory(tmp_path: Path) -> Non
         "a": {"path": tmp_path.resolve() / "models" / "a", "hub": None},
         "b": {"path": Path("/abs/b"), "hub": "org/b"},
     }
+
+
+RUNNER = '''
+def run(model, inputs):
+    """The README's backend: it runs any model but bert."""
+    if model.config.model_type == "bert":
+        raise NotImplementedError("no bert kernels")
+    return model(**inputs)
+'''
+
+
+def readme_example() -> str:
+    """The pyproject.toml of the README's worked example, exactly as printed there."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("A worked example") :]
+    return section[section.index("```toml\n") + len("```toml\n") : section.index("```\n", 10)]
+
+
+def test_the_readme_s_worked_example_runs_as_written(tmp_path: Path, saved: dict[str, Path]) -> None:
+    """Its runner, checkpoint, known failure, default selection and baselines folder, for real."""
+    (tmp_path / "pyproject.toml").write_text(readme_example())
+    (tmp_path / "my_backend").mkdir()
+    (tmp_path / "my_backend" / "__init__.py").write_text("")
+    (tmp_path / "my_backend" / "hfci.py").write_text(RUNNER)
+    shutil.copytree(saved["good"], tmp_path / "models" / "support-bot")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tmp_path)}
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--run-model-tests"]
+    done = subprocess.run(
+        [*command, "--update-baselines", "-k", "support-bot or bert"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    verdicts = {(r["case"], r["check"], r["runner"]): (r["outcome"], r["reason"]) for r in records(tmp_path)}
+    (checkpoint,) = {case for case, _, _ in verdicts if case.startswith("ckpt:support-bot:")}
+    # A runner in the selection runs the parity check of every case against eager.
+    assert {check for case, check, _ in verdicts} == {"parity"}
+    assert verdicts[checkpoint, "parity", "mine"][0] == "passed"
+    # The critical tier's bert (the default selection) with the README's known failure of `mine`.
+    outcome, reason = verdicts["bert/ForMaskedLM", "parity", "mine"]
+    assert outcome == "xfailed" and reason.startswith("our engine has no bert kernels yet")
+    assert len(list((tmp_path / "perf" / "baselines").glob("*.json"))) == 1  # [tool.hfci] baselines

@@ -65,7 +65,7 @@ def test_the_project_s_own_known_failure_is_expected_with_its_reason(tmp_path: P
     [
         (
             "[tool.hfci.colour]\nred = 1\n",
-            "[tool.hfci]: unknown key 'colour'; valid: runners, models, select, baselines, matrices, results",
+            "[tool.hfci]: unknown key 'colour'; valid: runners, models, select, checkpoints, baselines, matrices, results",
         ),
         ("[tool.hfci]\nbaselines = 3\n", "[tool.hfci] baselines must be a folder path, got 3"),
         ('[tool.hfci.select]\nteir = ["critical"]\n', "unknown option 'teir'; valid: category, family, tier"),
