@@ -76,8 +76,9 @@ def tests(session: nox.Session) -> None:
     """What CI runs: the framework tests, then the critical tier's model tests on CPU."""
     install(session)
     session.run("pytest", "tests", "-n", "auto", env=OFFLINE)
-    # The landing gate checks correctness only: timing on a shared machine must not decide it.
-    # Regression detection is exercised by the framework tests and runs in `models`.
+    # The landing gate checks correctness only: timing on a shared machine must not decide it,
+    # so it pays for no measurement. Regression detection is exercised by the framework tests,
+    # and runs in `models` and `coverage`.
     session.run(
         "hfci",
         "run",
@@ -86,6 +87,7 @@ def tests(session: nox.Session) -> None:
         "--tier",
         "critical",
         "--no-baseline-check",
+        "--no-benchmark",
         *session.posargs,
         env=OFFLINE,
     )

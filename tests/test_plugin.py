@@ -26,6 +26,17 @@ def test_ids_keep_hyphens_and_model_tests_are_gated(tmp_path):
     assert not (tmp_path / "results-cpu.json").exists()
 
 
+def test_no_benchmark_leaves_only_the_correctness_checks(tmp_path):
+    def collected(*args: str) -> list[str]:
+        out = pytest_run(tmp_path, "--collect-only", "-q", "--model", "bert", "--one-head", *args)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return [line.split("::")[-1].split("[")[0] for line in out.stdout.splitlines() if "::" in line]
+
+    assert "test_benchmark" in collected()
+    checks = collected("--no-benchmark")
+    assert "test_benchmark" not in checks and {"test_forward", "test_save_load"} <= set(checks)
+
+
 def test_markers_select_by_category(tmp_path):
     out = pytest_run(tmp_path, "--collect-only", "-q", "--tier", "critical", "-m", "vision")
     ids = [line for line in out.stdout.splitlines() if "::" in line]

@@ -57,6 +57,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--memory-tolerance", type=float, default=0.05, help="allowed peak-memory growth")
     group.addoption("--no-baseline-check", action="store_true", help="measure, but compare with no baseline")
     group.addoption(
+        "--no-benchmark",
+        action="store_true",
+        help="leave test_benchmark out: the correctness checks only, at a fraction of the time",
+    )
+    group.addoption(
         "--regressions",
         choices=("fail", "report"),
         default="fail",

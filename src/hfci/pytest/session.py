@@ -142,6 +142,9 @@ class HfciSession:
         # A check with no case in this selection (parity without --runner, device parity on CPU)
         # would otherwise show up as an empty-parameter-set skip: leave it out instead.
         empty = [i for i in items if "hfci_case" in getattr(i, "fixturenames", ()) and case_of(i) is None]
+        if config.getoption("no_benchmark"):
+            # Correctness only: the landing gate must not pay for measurements it compares with nothing.
+            empty += [i for i in items if case_of(i) is not None and check_of(i) == "benchmark"]
         if empty:
             config.hook.pytest_deselected(items=empty)
             items[:] = [item for item in items if item not in empty]
