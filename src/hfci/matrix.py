@@ -673,6 +673,11 @@ def device_plans(
     return plans
 
 
+def _span(seconds: float) -> str:
+    # Seconds below two minutes: "0.1 min over 0.1 minutes" would read as no excess at all.
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def plan_notes(plans: Sequence[DevicePlan]) -> list[str]:
     """What a reader of the plan should know that its numbers alone do not say."""
     notes = []
@@ -680,9 +685,9 @@ def plan_notes(plans: Sequence[DevicePlan]) -> list[str]:
         case, seconds = mine.largest
         if mine.oversized:
             notes.append(
-                f"{mine.device.name}: {case} alone is estimated at {seconds / 60:.1f} min, over "
+                f"{mine.device.name}: {case} alone is estimated at {_span(seconds)}, over "
                 f"target-minutes = {mine.device.target_minutes:g}: the run takes at least that long, "
-                f"so {len(mine.shards)} shard(s) are planned to about {seconds / 60:.1f} min each, not more"
+                f"so {len(mine.shards)} shard(s) are planned to about {_span(seconds)} each, not more"
             )
     return notes
 
