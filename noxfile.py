@@ -132,6 +132,17 @@ def bench_catalog(session: nox.Session, torch: bool) -> None:
 
 
 @nox.session
+def bench_suite(session: nox.Session) -> None:
+    """Time the model suite: wall, CPU %, peak RSS, slowest cases, out-of-sample shard balance.
+
+    ``nox -s bench_suite -- --plan-from runs/a -- -k "not test_benchmark"``; with
+    ``--measured runs/b`` it runs nothing and only measures a plan from one run on another.
+    """
+    install(session)
+    session.run("python", "ci/bench_suite.py", *session.posargs, env=OFFLINE)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff on the code; actionlint and zizmor on the workflows."""
     session.install("ruff", "zizmor")

@@ -430,3 +430,210 @@ def test_hfci_matrix_errors_are_one_line(tmp_path: Path, args: list[str], messag
     assert done.returncode == 2
     assert done.stderr.startswith("hfci: error: ")
     assert message in done.stderr
+
+
+# -- hardware: durations kept per machine, scaled to the jobs' ---------------------------------
+
+
+def write_fingerprinted(path: Path, fingerprint: str, records: list[tuple[str, float]]) -> Path:
+    write_results(path, "cpu", [(case, "forward", seconds) for case, seconds in records])
+    payload = json.loads(path.read_text())
+    path.write_text(json.dumps(payload | {"fingerprint": fingerprint}), encoding="utf-8")
+    return path
+
+
+def test_durations_files_record_their_hardware_and_old_flat_files_still_read(tmp_path: Path) -> None:
+    durations = {("bert/Model", "cpu"): 0.35, ("bert/Model", "cuda"): 0.05}
+    path = matrix.write_durations(durations, tmp_path / "d.json", {"cpu": "cpu-a", "cuda": "cuda-b"})
+    payload = json.loads(path.read_text())
+    assert payload["schema"] == "hfci-durations/2"
+    assert payload["durations"]["cpu"] == {"hardware": "cpu-a", "cases": {"bert/Model": 0.35}}
+    assert matrix.read_durations([path]) == durations
+    assert matrix.read_recorded([path]) == {
+        "cpu": {"cpu-a": {"bert/Model": 0.35}},
+        "cuda": {"cuda-b": {"bert/Model": 0.05}},
+    }
+    # No hardware known (a refresh that mixes machines): the flat format, which older hfci reads.
+    flat = matrix.write_durations(durations, tmp_path / "flat.json")
+    assert json.loads(flat.read_text())["schema"] == "hfci-durations/1"
+    assert matrix.read_recorded([flat]) == {
+        "cpu": {"": {"bert/Model": 0.35}},
+        "cuda": {"": {"bert/Model": 0.05}},
+    }
+
+
+def test_results_files_are_keyed_by_the_hardware_of_their_fingerprint(tmp_path: Path) -> None:
+    path = write_fingerprinted(
+        tmp_path / "results-cpu.json",
+        "cpu-amd-epyc-f26m2-avx512-torch2.13.0-transformers5.23.0",
+        [("a/M", 1.0)],
+    )
+    assert matrix.read_recorded([path]) == {"cpu": {"cpu-amd-epyc-f26m2-avx512": {"a/M": 1.0}}}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"schema": "hfci-durations/2", "durations": {"cpu": {"a/M": 1.0}}}, r"durations\.cpu: expected"),
+        ({"schema": "hfci-durations/2", "durations": {"cpu": {"hardware": 3, "cases": {}}}}, "hardware"),
+        ({"schema": "hfci-durations/1", "durations": {"cpu": {"a/M": "slow"}}}, r"cpu\.a/M.*'slow'"),
+        ({"schema": "hfci-durations/1", "durations": {"cpu": {"a/M": -1}}}, "-1"),
+        ({"schema": "hfci-durations/1", "durations": ["cpu"]}, "without a 'durations' table"),
+    ],
+)
+def test_corrupt_durations_files_are_one_error_naming_the_value(
+    tmp_path: Path, payload: dict, message: str
+) -> None:
+    path = tmp_path / "durations.json"
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    with pytest.raises(matrix.MatrixError, match=message):
+        matrix.read_durations([path])
+
+
+def test_speed_ratio_is_the_ratio_of_totals_over_shared_cases() -> None:
+    base = {"small": 1.0, "big": 9.0, "only-base": 100.0}
+    target = {"small": 1.0, "big": 3.0, "only-target": 7.0}
+    # Totals: 4 / 10. The median case's ratio (1.0) would say the big cases did not change.
+    assert matrix.speed_ratio(base, target) == pytest.approx(0.4)
+    assert matrix.speed_ratio(base, {"other": 1.0}) is None
+    assert matrix.speed_ratio({"a": 0.0}, {"a": 1.0}) is None
+
+
+def test_for_hardware_keeps_the_targets_own_and_scales_the_rest() -> None:
+    recorded = {
+        "cpu-old": {"a": 2.0, "b": 4.0, "c": 10.0},
+        "cpu-new": {"a": 1.0, "b": 2.0},
+        "cpu-alien": {"z": 5.0},
+    }
+    seconds, notes = matrix.for_hardware(recorded, "cpu-new", "cpu")
+    assert seconds == {"a": 1.0, "b": 2.0, "c": 5.0}  # c: 10 s on old hardware, x0.5
+    by_source = {note.source: note for note in notes}
+    assert (by_source["cpu-old"].ratio, by_source["cpu-old"].shared, by_source["cpu-old"].used) == (0.5, 2, 1)
+    assert "x0.500" in by_source["cpu-old"].describe()
+    # Nothing in common: no ratio, so its cases are estimated instead of mixed in unscaled.
+    assert by_source["cpu-alien"].ratio is None and "not used" in by_source["cpu-alien"].describe()
+    with pytest.raises(matrix.MatrixError, match=r"unknown hardware 'cpu-typo' for device 'cpu'.*'cpu-old'"):
+        matrix.for_hardware(recorded, "cpu-typo", "cpu")
+
+
+def test_durations_on_defaults_to_the_freshest_hardware() -> None:
+    recorded = {"cpu": {"cpu-old": {"a": 2.0, "b": 8.0}, "cpu-new": {"a": 1.0}}}
+    durations, hardware, _ = matrix.durations_on(recorded)
+    assert hardware == {"cpu": "cpu-new"}
+    assert durations == {("a", "cpu"): 1.0, ("b", "cpu"): 4.0}
+    durations, hardware, notes = matrix.durations_on(recorded, {"cpu": "cpu-old"})
+    assert durations == {("a", "cpu"): 2.0, ("b", "cpu"): 8.0}
+    assert [(n.source, n.ratio) for n in notes] == [("cpu-new", 2.0)]
+
+
+def test_a_scaled_plan_estimates_shards_on_the_jobs_hardware_and_jobs_agree(tmp_path: Path) -> None:
+    # A full set of durations from a slow machine, and a small run on the runners' hardware.
+    old = tmp_path / "old.json"
+    slow = {f"bert/{head}": 10.0 for head in ("Model", "ForMaskedLM", "ForPreTraining")}
+    matrix.write_durations({(c, "cpu"): s for c, s in slow.items()}, old, {"cpu": "cpu-slow"})
+    fast = write_fingerprinted(tmp_path / "results-cpu.json", "cpu-fast-torch2", [("bert/Model", 2.5)])
+    out = tmp_path / "out"
+    argv = ["matrix", "--config", str(CONFIG), "--out", str(out), "--model", "bert"]
+    assert main([*argv, "--durations", str(old), str(fast), "--hardware", "cpu-fast"]) == 0
+    jobs = json.loads((out / "matrix-1.json").read_text())["include"]
+    written = matrix.read_recorded([out / "durations.json"])
+    assert list(written["cpu"]) == ["cpu-fast"]
+    assert written["cpu"]["cpu-fast"]["bert/ForMaskedLM"] == 2.5  # 10 s x (2.5 / 10)
+    seconds = matrix.with_estimates(
+        Selection(model=("bert",)).case_ids(load_catalog()), written["cpu"]["cpu-fast"]
+    )
+    assert sum(j["estimated_seconds"] for j in jobs) == pytest.approx(sum(seconds.values()), abs=0.1)
+    for job in jobs:
+        mine = matrix.shard_for_device(seconds, "cpu", job["shard"], job["shards"], out / "durations.json")
+        assert len(mine) == job["cases"]
+
+
+def test_an_unknown_hardware_is_an_error_and_nothing_is_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    durations = matrix.write_durations({("bert/Model", "cpu"): 1.0}, out / "durations.json", {"cpu": "cpu-a"})
+    before = durations.read_text()
+    argv = ["--config", str(CONFIG), "--out", str(out), "--model", "bert"]
+    done = run_matrix(*argv, "--hardware", "cpu-b")
+    assert done.returncode == 2
+    assert "unknown hardware 'cpu-b'" in done.stderr and "'cpu-a'" in done.stderr
+    assert durations.read_text() == before
+    assert not list(out.glob("matrix-*.json"))
+    done = run_matrix(*argv, "--hardware", "tpu-x")
+    assert done.returncode == 2 and "--hardware 'tpu-x'" in done.stderr
+
+
+def test_devices_toml_names_the_hardware_of_its_runners(tmp_path: Path) -> None:
+    text = '[devices.cpu]\nruns-on = "x"\nshards = 2\nhardware = "cpu-amd-epyc-f26m2-avx512"\n'
+    config = matrix.load_devices_config(write_config(tmp_path, text))
+    assert matrix.hardware_targets(config) == {"cpu": "cpu-amd-epyc-f26m2-avx512"}
+    assert matrix.hardware_targets(config, ["cpu-other"]) == {"cpu": "cpu-other"}  # the command line wins
+    bad = write_config(tmp_path, text.replace('"cpu-amd', '"cuda-amd'))
+    with pytest.raises(matrix.MatrixError, match=r"devices\.cpu\.hardware: 'cuda-amd.*' is not cpu hardware"):
+        matrix.load_devices_config(bad)
+
+
+# -- one case bigger than a shard's share ------------------------------------------------------
+
+
+def oversized_config(tmp_path: Path) -> matrix.MatrixConfig:
+    return matrix.load_devices_config(
+        write_config(tmp_path, '[devices.cpu]\nruns-on = "x"\ntarget-minutes = 3\nmax-shards = 32\n')
+    )
+
+
+def test_a_case_over_the_target_paces_the_count_instead_of_adding_useless_shards(tmp_path: Path) -> None:
+    config = oversized_config(tmp_path)
+    # 10 min of one case and 10 min of small ones: a 3-minute target would ask for 7 shards, but
+    # the run lasts 10 min whatever; 2 shards of 10 min each finish as soon.
+    seconds = {"falcon_h1/ForCausalLM": 600.0} | {f"small{i:02d}/Model": 30.0 for i in range(20)}
+    durations = {(case, "cpu"): s for case, s in seconds.items()}
+    [plan] = matrix.device_plans(list(seconds), config, durations)
+    assert len(plan.shards) == 2
+    assert plan.shards[0] == ["falcon_h1/ForCausalLM"]
+    assert plan.oversized and plan.largest == ("falcon_h1/ForCausalLM", 600.0)
+    assert plan.imbalance == pytest.approx(1.0)
+    [note] = matrix.plan_notes([plan])
+    assert "falcon_h1/ForCausalLM alone is estimated at 10.0 min, over target-minutes = 3" in note
+    jobs = matrix.plan_jobs(list(seconds), config, durations)
+    summary = matrix.summary_markdown([{"include": jobs}], len(seconds), [note])
+    assert "| longest / mean job |" in summary
+    assert "| cpu | x | 2 | 20.0 | 10.0 | 1.00 |" in summary
+    assert summary.endswith(f"- {note}")
+
+
+def test_without_an_oversized_case_the_target_sets_the_count_and_nothing_is_noted(tmp_path: Path) -> None:
+    config = oversized_config(tmp_path)
+    seconds = {f"c{i:02d}/Model": 30.0 for i in range(60)}  # 30 min of 30 s cases
+    [plan] = matrix.device_plans(list(seconds), config, {(c, "cpu"): s for c, s in seconds.items()})
+    assert len(plan.shards) == 10
+    assert not plan.oversized and matrix.plan_notes([plan]) == []
+
+
+def test_a_fixed_shard_count_is_kept_even_under_an_oversized_case(tmp_path: Path) -> None:
+    config = matrix.load_devices_config(write_config(tmp_path, '[devices.cpu]\nruns-on = "x"\nshards = 4\n'))
+    assert matrix.shard_count(config.devices["cpu"], {"big": 600.0, "a": 1.0, "b": 1.0, "c": 1.0}) == 4
+
+
+# -- out-of-sample balance (ci/bench_suite.py) -------------------------------------------------
+
+
+def test_imbalance_is_the_longest_shard_over_the_mean() -> None:
+    assert matrix.imbalance([3.0, 1.0]) == 1.5
+    assert matrix.imbalance([2.0, 2.0]) == 1.0
+    assert matrix.imbalance([0.0, 0.0]) == 1.0
+    assert matrix.shard_loads([["a", "b"], ["c"]], {"a": 1.0, "b": 2.0, "c": 4.0}) == [3.0, 4.0]
+
+
+def test_replay_plans_from_one_run_and_sums_another() -> None:
+    plan_from = {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0, "gone": 50.0}
+    measured = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 6.0, "new": 2.0}
+    result = matrix.replay(plan_from, measured, 2)
+    # LPT on plan_from, "new" at its median (3 s): [a, c, d] = 7, [b, new] = 6; "gone" did not run.
+    assert result.estimated == [7.0, 6.0]
+    assert result.measured == [9.0, 5.0]
+    assert result.planned_imbalance == pytest.approx(7.0 / 6.5)
+    assert result.measured_imbalance == pytest.approx(9.0 / 7.0)
+    assert result.worst_estimate == pytest.approx(2.0 / 9.0)  # shard 1: 7 s believed, 9 s taken
+    # In sample, the plan is exactly right.
+    assert matrix.replay(measured, measured, 2).worst_estimate == 0.0

@@ -5,6 +5,13 @@ the same ``shard_cases`` runs inside every job (``hfci run --shard 3/8``), so ev
 decides which case lands in which shard is deterministic given the same cases and durations.
 The durations a plan used are written next to it (``matrices/durations.json``) for the jobs to
 read back.
+
+Durations are only comparable on one machine: each source's are kept apart by the hardware that
+measured them (the hardware part of a results file's fingerprint), and a plan converts them to
+the hardware its jobs run on (``hardware`` in devices.toml, ``--hardware``) by the ratio of
+totals over the cases both have. A uniform scale moves no case between shards (LPT compares
+durations only with each other); what it fixes is every shard's estimate, the job timeouts and
+the count ``target-minutes`` asks for.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hfci import github, runners
+from hfci.baselines import hardware_of
 from hfci.catalog import load_catalog
 from hfci.data import tomllib
 from hfci.devices import KNOWN_DEVICES
@@ -36,27 +44,42 @@ __all__ = [
     "DEFAULT_ESTIMATE",
     "DEFAULT_OUT",
     "DURATIONS_SCHEMA",
+    "DURATIONS_SCHEMA_FLAT",
     "GITHUB_MAX_JOBS",
     "RESULTS_SCHEMA",
     "DeviceConfig",
+    "DevicePlan",
     "MatrixConfig",
     "MatrixError",
+    "Recorded",
+    "Replay",
+    "Scaling",
     "add_command",
     "balance",
     "cmd_matrix",
     "contiguous",
     "default_config",
+    "device_plans",
     "durations_for",
+    "durations_on",
     "estimate",
+    "for_hardware",
+    "hardware_targets",
+    "imbalance",
     "job_command",
     "load_devices_config",
     "plan",
     "plan_jobs",
+    "plan_notes",
     "read_durations",
+    "read_recorded",
+    "replay",
     "select_devices",
     "shard_cases",
     "shard_count",
     "shard_for_device",
+    "shard_loads",
+    "speed_ratio",
     "split",
     "summary_markdown",
     "to_json",
@@ -70,7 +93,10 @@ DEFAULT_DURATIONS = DEFAULT_OUT / "durations.json"
 # What a project without a devices config of its own plans: CPU on GitHub's hosted runners.
 PACKAGED_CONFIG = Path(__file__).with_name("data") / "matrix_devices.toml"
 RESULTS_SCHEMA = "hfci-results/1"
-DURATIONS_SCHEMA = "hfci-durations/1"
+# /2 records the hardware each device's durations were measured on; /1 (flat: device -> case ->
+# seconds) is still read, and written when no hardware is known (an older reader still reads it).
+DURATIONS_SCHEMA = "hfci-durations/2"
+DURATIONS_SCHEMA_FLAT = "hfci-durations/1"
 # GitHub refuses a matrix of more than 256 jobs.
 GITHUB_MAX_JOBS = 256
 # Seconds assumed for a case when nothing at all is recorded for its device: about the mean of a
@@ -79,6 +105,8 @@ GITHUB_MAX_JOBS = 256
 DEFAULT_ESTIMATE = 0.5
 
 Durations = dict[tuple[str, str], float]
+# device -> hardware -> case -> seconds; hardware "" where a source did not say.
+Recorded = dict[str, dict[str, dict[str, float]]]
 
 
 class MatrixError(HfciError):
@@ -98,35 +126,95 @@ def _load_json(path: Path) -> dict[str, Any]:
     return payload
 
 
-def read_durations(paths: Iterable[str | Path]) -> Durations:
-    """(case, device) -> seconds, from results files (``hfci-results/1``) or durations files.
+def _seconds(value: Any, where: str) -> float:
+    # bool is a number to float(); a duration of `true` is a corrupt file, not one second.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise MatrixError(f"{where}: expected a duration in seconds, got {value!r}")
+    return float(value)
 
-    A case's duration is the sum of its records' (one per check). When several files hold the
-    same case on the same device, the last one read wins: a re-run replaces, never adds.
-    Seconds are rounded to milliseconds so that a plan and the durations file it writes agree.
-    """
-    durations: Durations = {}
+
+def _durations_file(path: Path, payload: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+    """(device, hardware, cases) of a durations file, flat (/1) or with hardware (/2)."""
+    by_device = payload.get("durations")
+    if not isinstance(by_device, dict):
+        raise MatrixError(f"{path}: a durations file without a 'durations' table")
+    found = []
+    for device, entry in by_device.items():
+        where = f"{path}: durations.{device}"
+        if payload["schema"] == DURATIONS_SCHEMA:
+            if not isinstance(entry, dict) or not isinstance(entry.get("cases"), dict):
+                raise MatrixError(f"{where}: expected {{'hardware': ..., 'cases': {{...}}}}")
+            hardware, cases = entry.get("hardware", ""), entry["cases"]
+            if not isinstance(hardware, str):
+                raise MatrixError(f"{where}.hardware: expected a string, got {hardware!r}")
+        else:
+            if not isinstance(entry, dict):
+                raise MatrixError(f"{where}: expected a table of case -> seconds")
+            hardware, cases = "", entry
+        found.append((device, hardware, {c: _seconds(v, f"{where}.{c}") for c, v in cases.items()}))
+    return found
+
+
+def _results_file(path: Path, payload: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+    """(device, hardware, cases) of a results file: its checks' durations summed per case."""
+    hardware = hardware_of(str(payload.get("fingerprint") or ""))
+    found: dict[str, dict[str, float]] = {}
+    for record in payload.get("records", []):
+        try:
+            device = record.get("device") or payload["device"]
+            case = record["case"]
+            mine = found.setdefault(device, {})
+            mine[case] = mine.get(case, 0.0) + float(record.get("duration") or 0.0)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise MatrixError(f"{path}: malformed record {record!r}") from None
+    return [(device, hardware, cases) for device, cases in found.items()]
+
+
+def _sources(paths: Iterable[str | Path]) -> list[tuple[str, str, dict[str, float]]]:
+    """(device, hardware, case -> seconds) of every file, in the order read; seconds rounded."""
+    sources = []
     for path in results_files(paths):
         payload = _load_json(path)
         schema = payload.get("schema")
-        found: Durations = {}
-        if schema == DURATIONS_SCHEMA:
-            for device, cases in payload.get("durations", {}).items():
-                for case, seconds in cases.items():
-                    found[case, device] = float(seconds)
+        if schema in (DURATIONS_SCHEMA, DURATIONS_SCHEMA_FLAT):
+            found = _durations_file(path, payload)
         elif schema == RESULTS_SCHEMA:
-            for record in payload.get("records", []):
-                try:
-                    key = (record["case"], record.get("device") or payload["device"])
-                    found[key] = found.get(key, 0.0) + float(record.get("duration") or 0.0)
-                except (KeyError, TypeError, ValueError):
-                    raise MatrixError(f"{path}: malformed record {record!r}") from None
+            found = _results_file(path, payload)
         else:
             raise MatrixError(
                 f"{path}: unknown schema {schema!r}; expected {RESULTS_SCHEMA!r} or {DURATIONS_SCHEMA!r}"
             )
-        durations |= {key: round(seconds, 3) for key, seconds in found.items()}
+        # Milliseconds, so that a plan and the durations file it writes agree.
+        sources += [(d, hw, {c: round(v, 3) for c, v in cases.items()}) for d, hw, cases in found]
+    return sources
+
+
+def read_durations(paths: Iterable[str | Path]) -> Durations:
+    """(case, device) -> seconds, from results files (``hfci-results/1``) or durations files.
+
+    A case's duration is the sum of its records' (one per check). When several files hold the
+    same case on the same device, the last one read wins: a re-run replaces, never adds. The
+    hardware is ignored here (see :func:`read_recorded`): this is what a job that reads back its
+    plan's durations file needs, and that file holds one hardware per device.
+    """
+    durations: Durations = {}
+    for device, _, cases in _sources(paths):
+        durations |= {(case, device): seconds for case, seconds in cases.items()}
     return durations
+
+
+def read_recorded(paths: Iterable[str | Path]) -> Recorded:
+    """device -> hardware -> case -> seconds: each machine's durations kept apart.
+
+    Within one hardware the last file read wins, as in :func:`read_durations`. A device's
+    hardware are in the order last read: its last is the freshest.
+    """
+    recorded: Recorded = {}
+    for device, hardware, cases in _sources(paths):
+        mine = recorded.setdefault(device, {})
+        merged = mine.pop(hardware, {}) | cases
+        mine[hardware] = merged
+    return recorded
 
 
 def durations_for(durations: Mapping[tuple[str, str], float], device: str) -> dict[str, float]:
@@ -134,13 +222,126 @@ def durations_for(durations: Mapping[tuple[str, str], float], device: str) -> di
     return {case: seconds for (case, on), seconds in durations.items() if on == device}
 
 
-def write_durations(durations: Mapping[tuple[str, str], float], path: str | Path) -> Path:
-    """Write durations as a small, sorted, diff-friendly JSON file that ``read_durations`` reads."""
+def write_durations(
+    durations: Mapping[tuple[str, str], float],
+    path: str | Path,
+    hardware: Mapping[str, str] | None = None,
+) -> Path:
+    """Write durations as a small, sorted, diff-friendly JSON file that ``read_durations`` reads.
+
+    ``hardware`` (device -> the hardware they were measured on, or converted to) makes it an
+    ``hfci-durations/2`` file; without it the file stays flat (/1), as a caller that mixes
+    machines cannot honestly name one.
+    """
     by_device: dict[str, dict[str, float]] = {}
     for (case, device), seconds in durations.items():
         by_device.setdefault(device, {})[case] = seconds
+    payload: dict[str, Any]
+    if hardware and any(hardware.get(device) for device in by_device):
+        payload = {
+            "schema": DURATIONS_SCHEMA,
+            "durations": {
+                device: {"hardware": hardware.get(device, ""), "cases": cases}
+                for device, cases in by_device.items()
+            },
+        }
+    else:
+        payload = {"schema": DURATIONS_SCHEMA_FLAT, "durations": by_device}
     # Atomically: a refresh commits this file, and a half-written one would plan nothing.
-    return write_json_atomic(Path(path), {"schema": DURATIONS_SCHEMA, "durations": by_device})
+    return write_json_atomic(Path(path), payload)
+
+
+# -- hardware ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How one machine's durations were converted to the plan's: by ``ratio``, over ``shared`` cases."""
+
+    device: str
+    source: str
+    target: str
+    ratio: float | None
+    shared: int
+    used: int
+
+    def describe(self) -> str:
+        """One line for the plan's summary."""
+        source = self.source or "unrecorded hardware"
+        if self.ratio is None:
+            return (
+                f"{self.device}: {self.used} durations from {source} not used: no case in common with "
+                f"{self.target} to scale them by (estimated instead)"
+            )
+        return (
+            f"{self.device}: {self.used} durations from {source} scaled x{self.ratio:.3f} to {self.target} "
+            f"(ratio of totals over {self.shared} shared cases)"
+        )
+
+
+def speed_ratio(base: Mapping[str, float], target: Mapping[str, float]) -> float | None:
+    """How much longer the cases both have take on ``target`` than on ``base``: the ratio of totals.
+
+    Totals, not medians: a shard's time is a sum, dominated by its few large cases, and two
+    machines (or two versions of a check) need not differ by the same factor on large and small
+    cases. On hfci's own runs a ratio of medians mis-estimated shards by 80-110 %, one of totals
+    by 10-20 %. None when there is nothing to compare.
+    """
+    shared = [case for case in base if case in target]
+    before = sum(base[case] for case in shared)
+    if not shared or before <= 0:
+        return None
+    return sum(target[case] for case in shared) / before
+
+
+def for_hardware(
+    by_hardware: Mapping[str, Mapping[str, float]], target: str, device: str = "?"
+) -> tuple[dict[str, float], list[Scaling]]:
+    """One device's durations as they would be on ``target``: its own, then others' scaled.
+
+    A case measured on ``target`` keeps that measurement; one measured only elsewhere takes the
+    freshest other hardware's value times that hardware's ratio to ``target``. Hardware with no
+    case in common cannot be scaled and is left out (its cases get the estimate, in ``target``'s
+    units). ``target`` must be one of the recorded hardware.
+    """
+    if target not in by_hardware:
+        known = ", ".join(repr(h) for h in by_hardware) or "none"
+        raise MatrixError(
+            f"unknown hardware {target!r} for device {device!r}: no durations were recorded on it "
+            f"(recorded: {known}); pass a run's results on it with --durations, or plan without it"
+        )
+    mine = dict(by_hardware[target])
+    notes = []
+    # Freshest first: the last-read hardware fills a missing case before older ones.
+    for source in reversed([h for h in by_hardware if h != target]):
+        cases = by_hardware[source]
+        ratio = speed_ratio(cases, by_hardware[target])
+        missing = [case for case in cases if case not in mine]
+        if ratio is not None:
+            mine |= {case: round(cases[case] * ratio, 3) for case in missing}
+        shared = sum(1 for case in cases if case in by_hardware[target])
+        notes.append(Scaling(device, source, target, ratio, shared, len(missing)))
+    return mine, notes
+
+
+def durations_on(
+    recorded: Recorded, targets: Mapping[str, str] | None = None
+) -> tuple[Durations, dict[str, str], list[Scaling]]:
+    """Every device's durations on one hardware: the target named for it, else its freshest.
+
+    Returns the durations, the hardware of each device's, and how they were converted.
+    """
+    targets = targets or {}
+    durations: Durations = {}
+    hardware: dict[str, str] = {}
+    notes: list[Scaling] = []
+    for device, by_hardware in recorded.items():
+        target = targets.get(device) or list(by_hardware)[-1]
+        cases, scaled = for_hardware(by_hardware, target, device)
+        durations |= {(case, device): seconds for case, seconds in cases.items()}
+        hardware[device] = target
+        notes += scaled
+    return durations, hardware, notes
 
 
 def estimate(known: Iterable[float], default: float = DEFAULT_ESTIMATE) -> float:
@@ -177,6 +378,55 @@ def balance(durations: Mapping[str, float], count: int) -> list[list[str]]:
         shards[index].append(case)
         heapq.heappush(loads, (load + durations[case], index))
     return shards
+
+
+def shard_loads(shards: Sequence[Sequence[str]], seconds: Mapping[str, float]) -> list[float]:
+    """Each shard's seconds: the sum of its cases'."""
+    return [sum(seconds[case] for case in shard) for shard in shards]
+
+
+def imbalance(loads: Sequence[float]) -> float:
+    """The longest shard over the mean shard: 1.0 is perfect, and a sharded run lasts its longest."""
+    mean = sum(loads) / len(loads) if loads else 0.0
+    return max(loads) / mean if mean > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A plan made from one run's durations, summed with another run's real ones."""
+
+    count: int
+    estimated: list[float]
+    measured: list[float]
+
+    @property
+    def planned_imbalance(self) -> float:
+        """The max/mean the plan believed."""
+        return imbalance(self.estimated)
+
+    @property
+    def measured_imbalance(self) -> float:
+        """The max/mean the shards really had."""
+        return imbalance(self.measured)
+
+    @property
+    def worst_estimate(self) -> float:
+        """The largest relative error of a shard's estimate (0.25: a shard 25 % off)."""
+        return max(
+            (abs(e - m) / m for e, m in zip(self.estimated, self.measured, strict=True) if m > 0), default=0.0
+        )
+
+
+def replay(plan_from: Mapping[str, float], measured: Mapping[str, float], count: int) -> Replay:
+    """Out of sample: shard ``measured``'s cases as a plan from ``plan_from`` would, then sum each
+    shard's real seconds from ``measured``.
+
+    Exactly what a job does: cases ``plan_from`` lacks get its estimate. Cases only ``plan_from``
+    has did not run, and are left out.
+    """
+    seconds = with_estimates(measured, plan_from)
+    shards = balance(seconds, count)
+    return Replay(count, shard_loads(shards, seconds), shard_loads(shards, measured))
 
 
 def contiguous(cases: Iterable[str], count: int) -> list[list[str]]:
@@ -222,6 +472,7 @@ class DeviceConfig:
     enabled: bool = True
     torch_spec: str = ""
     torch_index: str = ""
+    hardware: str = ""
 
 
 @dataclass(frozen=True)
@@ -236,7 +487,16 @@ class MatrixConfig:
 
 
 _MATRIX_KEYS = {"max-parallel", "max-jobs", "slices"}
-_DEVICE_KEYS = {"runs-on", "shards", "target-minutes", "max-shards", "enabled", "torch-spec", "torch-index"}
+_DEVICE_KEYS = {
+    "runs-on",
+    "shards",
+    "target-minutes",
+    "max-shards",
+    "enabled",
+    "torch-spec",
+    "torch-index",
+    "hardware",
+}
 
 
 def _positive_int(value: Any, where: str, limit: int | None = None) -> int:
@@ -276,9 +536,15 @@ def _device_config(name: str, table: Any, where: str) -> DeviceConfig:
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         raise MatrixError(f"{where}.enabled: expected true or false, got {enabled!r}")
-    for key in ("torch-spec", "torch-index"):
+    for key in ("torch-spec", "torch-index", "hardware"):
         if not isinstance(table.get(key, ""), str):
             raise MatrixError(f"{where}.{key}: expected a string, got {table[key]!r}")
+    hardware = table.get("hardware", "")
+    if hardware and not hardware.startswith(f"{name}-"):
+        raise MatrixError(
+            f"{where}.hardware: {hardware!r} is not {name} hardware; expected the hardware part of a "
+            f"fingerprint, e.g. '{name}-amd-epyc-f26m2-avx512'"
+        )
     return DeviceConfig(
         name=name,
         runs_on=tuple(runs_on),
@@ -290,6 +556,7 @@ def _device_config(name: str, table: Any, where: str) -> DeviceConfig:
         enabled=enabled,
         torch_spec=table.get("torch-spec", ""),
         torch_index=table.get("torch-index", ""),
+        hardware=hardware,
     )
 
 
@@ -345,15 +612,84 @@ def select_devices(config: MatrixConfig, names: Sequence[str] = ()) -> list[Devi
 
 
 def shard_count(device: DeviceConfig, seconds: Mapping[str, float]) -> int:
-    """How many jobs a device's cases get: the configured count, or enough to meet the target."""
+    """How many jobs a device's cases get: the configured count, or enough to meet the target.
+
+    A case longer than the target sets the pace instead: the run lasts at least that case, so
+    shards beyond what keeps every other one under it only add runners (and their setup).
+    """
     if device.shards is not None:
         wanted = device.shards
     else:
         assert device.target_minutes is not None  # load_devices_config guarantees one of the two
-        wanted = math.ceil(sum(seconds.values()) / (device.target_minutes * 60))
+        pace = max([device.target_minutes * 60, *seconds.values()])
+        wanted = math.ceil(sum(seconds.values()) / pace)
         wanted = min(wanted, device.max_shards)
     # An empty shard is a wasted runner; never more jobs than cases.
     return max(1, min(wanted, len(seconds)))
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """One device's shards and what the plan expects of them."""
+
+    device: DeviceConfig
+    seconds: dict[str, float]
+    shards: list[list[str]]
+
+    @property
+    def loads(self) -> list[float]:
+        """Each shard's estimated seconds."""
+        return shard_loads(self.shards, self.seconds)
+
+    @property
+    def imbalance(self) -> float:
+        """The expected longest shard over the mean shard."""
+        return imbalance(self.loads)
+
+    @property
+    def largest(self) -> tuple[str, float]:
+        """The longest case and its estimated seconds."""
+        case = min(self.seconds, key=lambda c: (-self.seconds[c], c))
+        return case, self.seconds[case]
+
+    @property
+    def oversized(self) -> bool:
+        """Whether one case alone takes longer than ``target-minutes``: no count can meet it."""
+        target = self.device.target_minutes
+        return target is not None and self.largest[1] > target * 60
+
+
+def device_plans(
+    cases: Sequence[str],
+    config: MatrixConfig,
+    durations: Mapping[tuple[str, str], float],
+    devices: Sequence[str] = (),
+) -> list[DevicePlan]:
+    """Each planned device's shards, balanced on its durations (estimates where none)."""
+    plans = []
+    for device in select_devices(config, devices):
+        seconds = with_estimates(cases, durations_for(durations, device.name))
+        plans.append(DevicePlan(device, seconds, balance(seconds, shard_count(device, seconds))))
+    return plans
+
+
+def _span(seconds: float) -> str:
+    # Seconds below two minutes: "0.1 min over 0.1 minutes" would read as no excess at all.
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def plan_notes(plans: Sequence[DevicePlan]) -> list[str]:
+    """What a reader of the plan should know that its numbers alone do not say."""
+    notes = []
+    for mine in plans:
+        case, seconds = mine.largest
+        if mine.oversized:
+            notes.append(
+                f"{mine.device.name}: {case} alone is estimated at {_span(seconds)}, over "
+                f"target-minutes = {mine.device.target_minutes:g}: the run takes at least that long, "
+                f"so {len(mine.shards)} shard(s) are planned to about {_span(seconds)} each, not more"
+            )
+    return notes
 
 
 def job_command(device: str, index: int, count: int, selection: Sequence[str] = ()) -> str:
@@ -379,13 +715,12 @@ def plan_jobs(
     jobs: list[dict[str, Any]] = []
     if not cases:
         return jobs
-    for device in select_devices(config, devices):
-        seconds = with_estimates(cases, durations_for(durations, device.name))
-        count = shard_count(device, seconds)
+    for mine in device_plans(cases, config, durations, devices):
+        device, count = mine.device, len(mine.shards)
         for runner, (index, shard) in (
-            (runner, item) for runner in runners for item in enumerate(balance(seconds, count), start=1)
+            (runner, item) for runner in runners for item in enumerate(mine.shards, start=1)
         ):
-            estimated = sum(seconds[case] for case in shard)
+            estimated = sum(mine.seconds[case] for case in shard)
             flags = [] if runner == "eager" else ["--runner", runner]
             label = device.name if runner == "eager" else f"{device.name} {runner}"
             jobs.append(
@@ -445,8 +780,10 @@ def to_json(matrix: Mapping[str, Any]) -> str:
     return json.dumps(matrix, allow_nan=False, separators=(",", ":"))
 
 
-def summary_markdown(matrices: Sequence[Mapping[str, Any]], case_count: int) -> str:
-    """A job-summary table: per device, its jobs and estimated minutes."""
+def summary_markdown(
+    matrices: Sequence[Mapping[str, Any]], case_count: int, notes: Sequence[str] = ()
+) -> str:
+    """A job-summary table: per device, its jobs, estimated minutes and expected imbalance."""
     jobs = [job for matrix in matrices for job in matrix["include"]]
     if not jobs:
         return f"### hfci matrix\n\nNo jobs: the selection has {case_count} cases and no device to run them."
@@ -455,15 +792,18 @@ def summary_markdown(matrices: Sequence[Mapping[str, Any]], case_count: int) -> 
         "",
         f"{len(jobs)} jobs in {sum(1 for m in matrices if m['include'])} matrix slice(s), {case_count} cases.",
         "",
-        "| device | runs-on | jobs | estimated minutes (total) | longest job (min) |",
-        "|---|---|---:|---:|---:|",
+        "| device | runs-on | jobs | estimated minutes (total) | longest job (min) | longest / mean job |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for device in dict.fromkeys(job["device"] for job in jobs):
         mine = [job for job in jobs if job["device"] == device]
         total = sum(job["estimated_seconds"] for job in mine) / 60
         longest = max(job["estimated_seconds"] for job in mine) / 60
         labels = ", ".join(mine[0]["runs-on"])
-        lines.append(f"| {device} | {labels} | {len(mine)} | {total:.1f} | {longest:.1f} |")
+        ratio = imbalance([job["estimated_seconds"] for job in mine])
+        lines.append(f"| {device} | {labels} | {len(mine)} | {total:.1f} | {longest:.1f} | {ratio:.2f} |")
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines)
 
 
@@ -493,12 +833,36 @@ def add_command(sub: Any) -> None:
         help="the devices config (default: MATRICES/devices.toml, else hfci's own default)",
     )
     parser.add_argument(
+        "--hardware",
+        nargs="+",
+        default=[],
+        metavar="HW",
+        help="the hardware the jobs run on, per device (the hardware part of a fingerprint, e.g. "
+        "cpu-amd-epyc-f26m2-avx512): durations recorded elsewhere are scaled to it "
+        "(default: devices.toml's hardware, else the freshest recorded)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
         help="where the matrices are written (default: the project's matrices folder)",
     )
     parser.set_defaults(func=cmd_matrix)
+
+
+def hardware_targets(config: MatrixConfig, values: Sequence[str] = ()) -> dict[str, str]:
+    """device -> the hardware its jobs run on: ``--hardware`` values (each names its device by its
+    prefix, as a fingerprint does), over devices.toml's ``hardware``."""
+    targets = {name: device.hardware for name, device in config.devices.items() if device.hardware}
+    for value in values:
+        device = value.partition("-")[0]
+        if device not in KNOWN_DEVICES or not value.partition("-")[2]:
+            raise MatrixError(
+                f"--hardware {value!r}: expected the hardware part of a fingerprint, starting with "
+                f"the device ({', '.join(KNOWN_DEVICES)}), e.g. 'cpu-amd-epyc-f26m2-avx512'"
+            )
+        targets[device] = value
+    return targets
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -509,19 +873,28 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         where = folder("matrices") / "devices.toml"
         print(f"hfci matrix: no {where}: planning with hfci's default devices config", file=sys.stderr)
     args.out = args.out or folder("matrices")
-    select_devices(config, selection.device)  # fail on a bad --device before the catalog is read
+    # A bad --device fails before the catalog is read.
+    planned = {device.name for device in select_devices(config, selection.device)}
     cases = selection.case_ids(load_catalog())
     previous = args.out / "durations.json"
     if args.durations is not None:
-        durations = read_durations(args.durations)
+        recorded = read_recorded(args.durations)
     else:
-        durations = read_durations([previous]) if previous.is_file() else {}
+        recorded = read_recorded([previous]) if previous.is_file() else {}
+    targets = hardware_targets(config, args.hardware)
+    for device in set(targets) - planned:
+        if any(value.startswith(f"{device}-") for value in args.hardware):
+            raise MatrixError(f"--hardware names {device} hardware, but this plan has no {device} jobs")
+        del targets[device]  # devices.toml's, for a device not planned now: its durations stay as they are
+    durations, hardware, scalings = durations_on(recorded, targets)
     for name in selection.runner:
         if name not in runners.available():
             raise runners.RunnerError(f"unknown runner {name!r}; valid: {', '.join(runners.available())}")
     # Each job adds its own device, shard and runner to what the plan selected.
     job_selection = selection.with_values(device=(), runner=()).argv()
     matrices = plan(cases, config, durations, selection.device, job_selection, selection.runner or ["eager"])
+    notes = [note.describe() for note in scalings if note.device in planned and note.used]
+    notes += plan_notes(device_plans(cases, config, durations, selection.device))
 
     args.out.mkdir(parents=True, exist_ok=True)
     for stale in args.out.glob("matrix-*.json"):
@@ -531,10 +904,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         github.set_output(f"matrix-{number}", to_json(matrix))
         github.set_output(f"jobs-{number}", str(len(matrix["include"])))
     # The jobs shard with these exact numbers; they must see what the plan saw.
-    write_durations(durations, previous)
+    write_durations(durations, previous, hardware)
     total = sum(len(m["include"]) for m in matrices)
     github.set_output("jobs", str(total))
     github.set_output("max-parallel", str(config.max_parallel))
-    github.append_summary(summary_markdown(matrices, len(cases)))
+    github.append_summary(summary_markdown(matrices, len(cases), notes))
+    for note in notes:
+        print(f"hfci matrix: {note}", file=sys.stderr)
     print(f"hfci matrix: {total} jobs for {len(cases)} cases, written to {args.out}/matrix-*.json")
     return 0

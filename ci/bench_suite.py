@@ -1,0 +1,184 @@
+"""The model suite itself: wall time, CPU use, peak memory, slowest cases, out-of-sample balance.
+
+    python ci/bench_suite.py                                # the whole CPU catalog, timed
+    python ci/bench_suite.py -- vision -k "not test_benchmark"   # any `hfci run` selection
+    python ci/bench_suite.py --plan-from runs/a -- --tier critical
+    python ci/bench_suite.py --plan-from matrices/durations.json --measured runs/b   # runs nothing
+    python ci/bench_suite.py --plan-from matrices/durations.json --measured runs/b --scale-with runs/c
+
+A run is ``hfci run --device cpu --no-baseline-check`` plus what follows ``--``, into a fresh
+results folder. Out-of-sample balance: shards planned from one run's durations (``--plan-from``,
+with hfci's own ``balance``, as ``hfci matrix`` would), then each shard's seconds summed from
+another run (the one just finished, or ``--measured``): the max/mean a sharded run really gets,
+and how far each shard's estimate was off. A uniform scale moves no case between shards, so
+``--scale-with`` (a run on the measured hardware; default: the measured run itself, which is in
+sample) changes only the estimates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hfci.errors import HfciError
+from hfci.matrix import durations_on, read_recorded, replay, speed_ratio
+from hfci.results import case_durations, read_results_file, results_files
+
+
+def seconds_of(path: str) -> tuple[dict[str, float], str]:
+    """One source's cpu durations per case (scaled to its freshest hardware) and that hardware."""
+    recorded = read_recorded([path])
+    if "cpu" not in recorded:
+        raise HfciError(f"{path}: no cpu durations in it")
+    durations, hardware, _ = durations_on({"cpu": recorded["cpu"]})
+    return {case: s for (case, _), s in durations.items()}, hardware["cpu"] or "unrecorded hardware"
+
+
+def balance_lines(
+    plan_from: Mapping[str, float], measured: Mapping[str, float], counts: Sequence[int], ratio: float = 1.0
+) -> list[str]:
+    """One line per shard count: believed and real max/mean, longest shard, worst estimate."""
+    scaled = {case: s * ratio for case, s in plan_from.items()}
+    lines = [
+        f"{'shards':>6}  {'planned max/mean':>16}  {'measured max/mean':>17}  "
+        f"{'longest believed':>16}  {'longest measured':>16}  {'worst shard estimate':>20}"
+    ]
+    for count in counts:
+        result = replay(scaled, measured, count)
+        lines.append(
+            f"{count:>6}  {result.planned_imbalance:>16.3f}  {result.measured_imbalance:>17.3f}  "
+            f"{max(result.estimated):>15.1f}s  {max(result.measured):>15.1f}s  "
+            f"{result.worst_estimate * 100:>19.0f}%"
+        )
+    return lines
+
+
+def report_balance(args: argparse.Namespace, measured_path: str) -> None:
+    """Print the out-of-sample balance of a plan from ``--plan-from`` measured on ``measured_path``."""
+    plan_from, plan_hw = seconds_of(args.plan_from)
+    measured, measured_hw = seconds_of(measured_path)
+    print(
+        f"plan from {args.plan_from} ({len(plan_from)} cases, {sum(plan_from.values()):.1f} s, {plan_hw})\n"
+        f"measured  {measured_path} ({len(measured)} cases, {sum(measured.values()):.1f} s, {measured_hw})"
+    )
+    print("as recorded:")
+    print("\n".join(balance_lines(plan_from, measured, args.shards)))
+    learn_path = args.scale_with or measured_path
+    ratio = speed_ratio(plan_from, seconds_of(learn_path)[0])
+    if ratio is None:
+        print(f"not scaled: {learn_path} has no case in common with {args.plan_from}")
+        return
+    where = "in sample: learned from the measured run itself" if not args.scale_with else f"from {learn_path}"
+    print(f"scaled x{ratio:.3f} (ratio of totals over the shared cases, {where}):")
+    print("\n".join(balance_lines(plan_from, measured, args.shards, ratio)))
+
+
+def _tree_rss_kib(root: int) -> int:
+    """The resident memory of ``root`` and every descendant, from /proc (0 where it is absent)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue  # it exited while we looked
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        pid, ppid = int(entry), int(fields.get("PPid", "0").strip() or 0)
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0])
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack += children.get(pid, [])
+    return total
+
+
+def run_suite(extra: Sequence[str], results_dir: Path) -> tuple[int, dict[str, float]]:
+    """Run ``hfci run`` and measure it: wall seconds, children's CPU seconds, peak memory."""
+    command = [
+        sys.executable, "-m", "hfci.cli", "run", "--device", "cpu", "--no-baseline-check",
+        "--results-dir", str(results_dir), *extra,
+    ]  # fmt: skip
+    print("+ " + " ".join(command), flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    peak_tree = 0
+
+    def sample() -> None:
+        nonlocal peak_tree
+        while process.poll() is None:
+            peak_tree = max(peak_tree, _tree_rss_kib(process.pid))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = process.wait()
+    wall = time.perf_counter() - start
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # Linux: RUSAGE_CHILDREN's ru_maxrss is the largest RSS (KiB) of any single descendant waited
+    # for (an xdist worker is waited for by its parent, and counts), not a sum.
+    return code, {"wall": wall, "cpu": cpu, "max_rss_kib": after.ru_maxrss, "tree_rss_kib": peak_tree}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    mine = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan-from", help="results file/folder or durations file to plan shards from")
+    parser.add_argument("--measured", help="a finished run's results to measure the plan on; runs nothing")
+    parser.add_argument("--scale-with", help="a run on the measured hardware to learn the scale from")
+    parser.add_argument("--shards", nargs="+", type=int, default=[5, 8])
+    parser.add_argument("--results-dir", type=Path, help="where the run writes (default: a temporary folder)")
+    parser.add_argument("--slowest", type=int, default=10)
+    args = parser.parse_args(mine)
+    if args.measured and not args.plan_from:
+        parser.error("--measured needs --plan-from")
+    try:
+        for path in filter(None, (args.plan_from, args.measured, args.scale_with)):
+            results_files([path])  # a missing path is one clear error before anything runs
+        if args.measured:
+            report_balance(args, args.measured)
+            return 0
+        results_dir = args.results_dir or Path(tempfile.mkdtemp(prefix="hfci-bench-suite-"))
+        code, used = run_suite(extra, results_dir)
+        cores = os.cpu_count() or 1
+        print(f"\nexit {code}")
+        print(f"wall          {used['wall']:.1f} s")
+        print(
+            f"CPU           {used['cpu']:.1f} s user+sys = {used['cpu'] / used['wall'] * 100:.0f} % "
+            f"of one core ({used['cpu'] / used['wall'] / cores * 100:.0f} % of {cores})"
+        )
+        print(f"peak RSS      {used['max_rss_kib'] / 1024:.0f} MiB (largest single process)")
+        print(f"peak tree RSS {used['tree_rss_kib'] / 1024:.0f} MiB (all processes together, sampled 2/s)")
+        path = results_dir / "results-cpu.json"
+        results = read_results_file(path)
+        seconds = case_durations(results.records)
+        print(f"{len(seconds)} cases, {sum(seconds.values()):.1f} s of checks; results in {path}")
+        print(f"slowest {min(args.slowest, len(seconds))} cases:")
+        for case, duration in sorted(seconds.items(), key=lambda kv: (-kv[1], kv[0]))[: args.slowest]:
+            print(f"  {duration:8.2f} s  {case}")
+        if args.plan_from:
+            report_balance(args, str(path))
+        return code
+    except HfciError as error:
+        print(f"bench_suite: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
