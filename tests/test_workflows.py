@@ -230,6 +230,8 @@ def test_the_commit_job_applies_the_deltas_and_never_runs_on_cancel() -> None:
     assert download["with"]["pattern"] == "delta-*"
     script = run_text(commit)
     command = script[script.index("hfci baselines commit") :].replace("\\\n", " ").split("\n")[0]
+    command, _, summary = command.partition(" | ")
+    assert summary == 'tee -a "$GITHUB_STEP_SUMMARY"' and "set -o pipefail" in script
     words = [w for w in shlex.split(command) if w != "${pr[@]}"]
     assert words[3] == "deltas" and words[words.index("--durations") + 1] == "matrices/durations.json"
     # What the job passes, with and without the pull-request mode, is what the command takes.
