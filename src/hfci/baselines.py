@@ -21,7 +21,7 @@ from typing import Any
 from hfci import __version__
 from hfci.bench import comparable, sig
 from hfci.errors import HfciError
-from hfci.results import Outcome, Record, write_json_atomic
+from hfci.results import Outcome, Record, read_json, write_json_atomic
 
 __all__ = [
     "DELTA_SCHEMA",
@@ -288,13 +288,7 @@ def load_delta(path: Path) -> Delta:
     A name of the form :func:`delta_path` writes must agree with the contents: a file named for
     one machine that holds another's cases was put together by hand and is refused.
     """
-    try:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BaselineError(f"no such delta file: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BaselineError(f"{path}: not a readable JSON file ({error})") from None
-    found = Delta.from_dict(payload, path)
+    found = Delta.from_dict(read_json(path, BaselineError, "delta"), path)
     name = Path(path).name
     if name.endswith(DELTA_SUFFIX):
         named, _, tag = name.removesuffix(DELTA_SUFFIX).rpartition(".")

@@ -27,6 +27,7 @@ __all__ = [
     "ResultsError",
     "ResultsFile",
     "case_durations",
+    "read_json",
     "read_results",
     "read_results_file",
     "results_files",
@@ -168,14 +169,19 @@ class ResultsFile:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def read_json(path: str | Path, error: type[HfciError], kind: str) -> Any:
+    """A JSON file's contents; a missing or unreadable one is one ``error`` naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: no such {kind} file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
+        raise error(f"{path}: not a readable JSON file ({problem})") from None
+
+
 def read_results_file(path: Path) -> ResultsFile:
     """Read and validate one results file; anything unusable is one ``ResultsError`` naming it."""
-    try:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: no such results file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ResultsError(f"{path}: not a readable JSON file ({error})") from None
+    payload = read_json(path, ResultsError, "results")
     if not isinstance(payload, dict):
         raise ResultsError(f"{path}: expected a JSON object, found {type(payload).__name__}")
     if payload.get("schema") != SCHEMA:
