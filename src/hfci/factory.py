@@ -384,6 +384,7 @@ def _sub_config_ids(d: dict[str, Any]) -> set[int]:
 _MAMBA_HEADS = (
     ("mamba_expand", "mamba_d_ssm", "mamba_n_heads", "mamba_d_head", "mamba_n_groups"),
     ("expand", None, "num_heads", "head_dim", "n_groups"),
+    ("expand", None, "mamba_num_heads", "mamba_head_dim", "n_groups"),
 )
 
 
