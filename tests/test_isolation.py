@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hfci.pytest.cases import fails_as_expected
-from hfci.pytest.isolation import default_max_memory, parse_memory
+from hfci.pytest.isolation import default_max_memory, parse_memory, release_memory, rss_bytes
 
 PLANTED = """
     import ctypes, os, time
@@ -264,3 +264,17 @@ def test_the_default_ceiling_shares_four_fifths_of_the_machine() -> None:
         < default_max_memory(1)
         <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     )
+
+
+def test_memory_left_in_garbage_cycles_is_given_back_between_cases() -> None:
+    """What the benchmark's memory profile leaves (cyclic garbage) is freed at the next case."""
+    mark = rss_bytes()
+    if mark is None:
+        pytest.skip("no /proc here")
+    node: dict[str, object] = {"payload": b"x" * (400 << 20)}
+    node["self"] = node  # a cycle: only the collector frees it
+    del node
+    grown = rss_bytes()
+    assert grown is not None and grown - mark > 300 << 20
+    after = release_memory(mark)
+    assert after is not None and grown - after > 300 << 20

@@ -42,7 +42,7 @@ from hfci.pytest.cases import (
     selected_cases,
     spec_of_node_id,
 )
-from hfci.pytest.isolation import CaseScheduling, crash_reason
+from hfci.pytest.isolation import CaseScheduling, crash_reason, release_memory, rss_bytes
 from hfci.pytest.measuring import measured
 from hfci.results import Outcome, Record, summary, verdicts, write_json_atomic, write_results
 from hfci.selection import Selection
@@ -103,6 +103,7 @@ class HfciSession:
         self._last_partial: float | None = None
         self._session: pytest.Session | None = None
         self._built = _Built()
+        self._memory_mark = rss_bytes()
         self._locks: dict[str, Any] = {}
         self._baselines: dict[str, tuple[baselines.Baseline | None, str]] = {}
         self._usual: dict[str, float | None] = {}
@@ -345,6 +346,9 @@ class HfciSession:
         key = f"{spec.case}-{spec.device}"
         built = self._built
         if built.key != key:
+            # The last case's model, inputs and reference go before the next one is built.
+            self._built = _Built()
+            self._memory_mark = release_memory(self._memory_mark)
             self._built = built = _Built(key)
             try:
                 built.case = build_spec(spec)
