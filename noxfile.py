@@ -36,6 +36,17 @@ def install(session: nox.Session, *extras: str) -> None:
     session.install("-e", f".[{','.join(extras)}]" if extras else ".")
 
 
+def model_args(posargs: list[str]) -> list[str]:
+    """Leading bare words are categories (``nox -s models -- vision audio -k vit``); the rest
+    passes on. Turned into ``--category`` here, since the session's own options come first."""
+    args: list[str] = []
+    for i, arg in enumerate(posargs):
+        if arg.startswith("-"):
+            return args + posargs[i:]
+        args += ["--category", arg]
+    return args
+
+
 @nox.session
 def framework(session: nox.Session) -> None:
     """Run the framework tests (everything but the model tests) on pytest-xdist."""
@@ -55,7 +66,7 @@ def device_models(session: nox.Session, device: str) -> None:
         device,
         "--regressions",
         "report",
-        *session.posargs,
+        *model_args(session.posargs),
         env=OFFLINE,
     )
 
@@ -68,7 +79,7 @@ def models(session: nox.Session) -> None:
     or busy machine is no place to fail on timings. ``-- --regressions fail`` makes them fatal.
     """
     install(session)
-    session.run("hfci", "run", "--regressions", "report", *session.posargs, env=OFFLINE)
+    session.run("hfci", "run", "--regressions", "report", *model_args(session.posargs), env=OFFLINE)
 
 
 @nox.session
@@ -88,7 +99,7 @@ def tests(session: nox.Session) -> None:
         "critical",
         "--no-baseline-check",
         "--no-benchmark",
-        *session.posargs,
+        *model_args(session.posargs),
         env=OFFLINE,
     )
 
@@ -116,7 +127,7 @@ def coverage(session: nox.Session) -> None:
 def update_baselines(session: nox.Session) -> None:
     """Re-measure every case on each device present and rewrite baselines/<fingerprint>.json."""
     install(session)
-    session.run("hfci", "run", "--update-baselines", *session.posargs, env=OFFLINE)
+    session.run("hfci", "run", "--update-baselines", *model_args(session.posargs), env=OFFLINE)
 
 
 @nox.session

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def hfci(*args: str) -> subprocess.CompletedProcess[str]:
@@ -86,3 +90,25 @@ def test_a_closed_pipe_ends_quietly() -> None:
     stderr = reader.stderr.read().decode()
     assert reader.wait(timeout=120) == 141, stderr
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+def test_the_noxfile_turns_leading_bare_words_into_categories() -> None:
+    """`nox -s models -- vision -k vit`: the session's own options come before the posargs."""
+    spec = importlib.util.spec_from_file_location("hfci_noxfile", ROOT / "noxfile.py")
+    assert spec is not None and spec.loader is not None
+    noxfile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(noxfile)
+    assert noxfile.model_args(["vision", "audio", "-k", "vit"]) == [
+        "--category",
+        "vision",
+        "--category",
+        "audio",
+        "-k",
+        "vit",
+    ]
+    assert noxfile.model_args(["--tier", "critical", "-k", "vision"]) == [
+        "--tier",
+        "critical",
+        "-k",
+        "vision",
+    ]
