@@ -45,19 +45,9 @@ def shard_delta(
 ) -> Path:
     """A delta written as the session writes one (see HfciSession._update_baselines)."""
     target = baselines.path_for(fingerprint, base_dir)
-    delta = baselines.delta(
-        baselines.load(target),
-        records,
-        {"device": "cpu"},
-        fingerprint,
-        base=baselines.digest(target),
-        shard=shard,
-        complete=complete,
+    return baselines.write_delta(
+        directory, target, records, {"device": "cpu"}, fingerprint, shard=shard, complete=complete
     )
-    path = baselines.delta_path(directory, fingerprint, shard)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(delta.to_dict()))
-    return path
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

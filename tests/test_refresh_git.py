@@ -86,19 +86,9 @@ def shard_delta(where: Path, cases: list[str], shard: str, complete: bool = True
         Record(case, *case.split("/"), "cpu", "benchmark", "passed", 30.0, metrics={"perf": {"ratio": 7.0}})
         for case in cases
     ]
-    delta = baselines.delta(
-        baselines.load(base),
-        records,
-        {"device": "cpu"},
-        FP,
-        base=baselines.digest(base),
-        shard=shard,
-        complete=complete,
+    return baselines.write_delta(
+        where / "deltas", base, records, {"device": "cpu"}, FP, shard=shard, complete=complete
     )
-    path = baselines.delta_path(where / "deltas", FP, shard)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(delta.to_dict()))
-    return path
 
 
 @pytest.fixture

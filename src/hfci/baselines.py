@@ -43,6 +43,7 @@ __all__ = [
     "path_for",
     "stale_perf",
     "write",
+    "write_delta",
 ]
 
 SCHEMA = "hfci-baseline/1"
@@ -403,6 +404,24 @@ def delta(
     measured = sorted({key(r) for r in records})
     cases = {k: merged.cases[k] for k in measured}
     return Delta(fingerprint, merged.environment, base, shard, complete, cases)
+
+
+def write_delta(
+    directory: Path,
+    target: Path,
+    records: Iterable[Record],
+    environment: Mapping[str, Any],
+    fingerprint: str,
+    *,
+    shard: str | None,
+    complete: bool,
+) -> Path:
+    """What a run measured against the baseline file ``target``, written (atomically) to
+    ``directory`` under :func:`delta_path`'s name; ``target`` itself is left untouched."""
+    found = delta(
+        load(target), records, environment, fingerprint, base=digest(target), shard=shard, complete=complete
+    )
+    return write_json_atomic(delta_path(directory, fingerprint, shard), found.to_dict())
 
 
 def write(path: Path, baseline: Baseline) -> Path:

@@ -44,7 +44,7 @@ from hfci.pytest.cases import (
 )
 from hfci.pytest.isolation import CaseScheduling, crash_reason, release_memory, rss_bytes
 from hfci.pytest.measuring import measured
-from hfci.results import Outcome, Record, summary, verdicts, write_json_atomic, write_results
+from hfci.results import Outcome, Record, summary, verdicts, write_results
 from hfci.selection import Selection
 
 __all__ = ["SESSION", "HfciSession"]
@@ -477,17 +477,15 @@ class HfciSession:
             meta = self.device_meta(device)
             target = baselines.path_for(meta["fingerprint"], Path(self.config.getoption("baselines_dir")))
             if deltas:
-                delta = baselines.delta(
-                    baselines.load(target),
+                yield baselines.write_delta(
+                    Path(deltas),
+                    target,
                     mine,
                     meta["environment"],
                     meta["fingerprint"],
-                    base=baselines.digest(target),
                     shard=self.selection.shard,
                     complete=complete,
                 )
-                path = baselines.delta_path(Path(deltas), delta.fingerprint, delta.shard)
-                yield write_json_atomic(path, delta.to_dict())
                 continue
             merged = baselines.merge(baselines.load(target), mine, meta["environment"], meta["fingerprint"])
             yield baselines.write(target, merged)
