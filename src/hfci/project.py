@@ -118,12 +118,18 @@ def _nearest(directory: Path) -> Path | None:
     return find_pyproject(directory)
 
 
-def tool_table(name: str, pyproject: Path | None = None) -> dict[str, Any]:
-    """``[tool.hfci.<name>]`` of the project (empty without one), the whole table checked."""
+def _project(pyproject: Path | None) -> tuple[Path | None, dict[str, Any]]:
+    """The project's pyproject.toml (resolved; None without one) and its checked ``[tool.hfci]``."""
     path = pyproject or _nearest(Path.cwd())
     if path is None or not path.is_file():
-        return {}
-    return dict(_read(path.resolve()).get(name, {}))
+        return None, {}
+    path = path.resolve()
+    return path, _read(path)
+
+
+def tool_table(name: str, pyproject: Path | None = None) -> dict[str, Any]:
+    """``[tool.hfci.<name>]`` of the project (empty without one), the whole table checked."""
+    return dict(_project(pyproject)[1].get(name, {}))
 
 
 def folder(name: str, pyproject: Path | None = None) -> Path:
@@ -134,11 +140,9 @@ def folder(name: str, pyproject: Path | None = None) -> Path:
     """
     if name not in FOLDERS:
         raise ProjectError(f"unknown folder {name!r}; valid: {', '.join(FOLDERS)}")
-    path = pyproject or _nearest(Path.cwd())
-    if path is None or not path.is_file():
-        return Path(FOLDERS[name])
-    value = _read(path.resolve()).get(name)
-    return path.resolve().parent / value if value else Path(FOLDERS[name])
+    path, table = _project(pyproject)
+    value = table.get(name)
+    return path.parent / value if path is not None and value else Path(FOLDERS[name])
 
 
 # A checkpoint's name goes into case ids, node ids and baseline keys: nothing that splits them.
@@ -152,11 +156,10 @@ def checkpoint_entries(pyproject: Path | None = None) -> dict[str, dict[str, Any
     "org/id" }``); a relative path is taken from the pyproject's directory, not the working one,
     so the entry means the same wherever pytest is started.
     """
-    path = pyproject or _nearest(Path.cwd())
-    if path is None or not path.is_file():
+    path, project = _project(pyproject)
+    if path is None:
         return {}
-    path = path.resolve()
-    table = _read(path).get("checkpoints", {})
+    table = project.get("checkpoints", {})
     where = f"{path}: [tool.hfci.checkpoints]"
     if not isinstance(table, dict):
         raise ProjectError(f"{where} must map names to paths or {{ path = ..., hub = ... }} tables")
