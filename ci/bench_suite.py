@@ -18,6 +18,7 @@ sample) changes only the estimates.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import subprocess
@@ -104,6 +105,40 @@ def _tree_rss_kib(root: int) -> int:
     return total
 
 
+def busy_jiffies() -> tuple[float, int]:
+    """(now, the machine's busy CPU time so far in clock ticks, all cores), from /proc/stat."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return time.time(), sum(fields[:8]) - idle
+
+
+def cpu_outside(samples: Sequence[tuple[float, int]], windows: Sequence[Sequence[float]]) -> dict[str, float]:
+    """The machine's CPU use (% of one core) outside the measurement windows and inside them,
+    with the seconds each covers. A sampled interval that a window's edge cuts is shared between
+    the two in proportion to its time."""
+    tick = os.sysconf("SC_CLK_TCK")
+    windows = sorted(windows)
+    seconds = {"outside": 0.0, "measuring": 0.0}
+    ticks = {"outside": 0.0, "measuring": 0.0}
+    w = 0
+    for (t0, b0), (t1, b1) in itertools.pairwise(samples):
+        while w < len(windows) and windows[w][1] < t0:
+            w += 1
+        covered = sum(
+            max(0.0, min(t1, end) - max(t0, start)) for start, end in windows[w : w + 8] if start < t1
+        )
+        share = min(1.0, covered / (t1 - t0)) if t1 > t0 else 0.0
+        for name, part in (("measuring", share), ("outside", 1 - share)):
+            seconds[name] += part * (t1 - t0)
+            ticks[name] += part * (b1 - b0)
+    out: dict[str, float] = {}
+    for name in seconds:
+        out[f"{name}_s"] = seconds[name]
+        out[f"{name}_cpu"] = ticks[name] / tick / seconds[name] * 100 if seconds[name] else 0.0
+    return out
+
+
 def run_suite(extra: Sequence[str], results_dir: Path) -> tuple[int, dict[str, float]]:
     """Run ``hfci run`` and measure it: wall seconds, children's CPU seconds, peak memory."""
     command = [
@@ -115,6 +150,7 @@ def run_suite(extra: Sequence[str], results_dir: Path) -> tuple[int, dict[str, f
     start = time.perf_counter()
     process = subprocess.Popen(command, env=os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     peak_tree = 0
+    ticks = [busy_jiffies()]
 
     def sample() -> None:
         nonlocal peak_tree
@@ -122,16 +158,25 @@ def run_suite(extra: Sequence[str], results_dir: Path) -> tuple[int, dict[str, f
             peak_tree = max(peak_tree, _tree_rss_kib(process.pid))
             time.sleep(0.5)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    def count_ticks() -> None:
+        # Finer than the memory sampler: most measurements last a tenth of a second.
+        while process.poll() is None:
+            time.sleep(0.02)
+            ticks.append(busy_jiffies())
+
+    samplers = [threading.Thread(target=f, daemon=True) for f in (sample, count_ticks)]
+    for sampler in samplers:
+        sampler.start()
     code = process.wait()
     wall = time.perf_counter() - start
-    sampler.join()
+    for sampler in samplers:
+        sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     # Linux: RUSAGE_CHILDREN's ru_maxrss is the largest RSS (KiB) of any single descendant waited
     # for (an xdist worker is waited for by its parent, and counts), not a sum.
-    return code, {"wall": wall, "cpu": cpu, "max_rss_kib": after.ru_maxrss, "tree_rss_kib": peak_tree}
+    used = {"wall": wall, "cpu": cpu, "max_rss_kib": after.ru_maxrss, "tree_rss_kib": peak_tree}
+    return code, {**used, "ticks": ticks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,6 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = read_results_file(path)
         seconds = case_durations(results.records)
         print(f"{len(seconds)} cases, {sum(seconds.values()):.1f} s of checks; results in {path}")
+        windows = [r.metrics["window"] for r in results.records if r.metrics and r.metrics.get("window")]
+        split = cpu_outside(used["ticks"], windows)
+        print(
+            f"measuring     {split['measuring_s']:.1f} s of wall ({len(windows)} measurements), "
+            f"machine CPU {split['measuring_cpu']:.0f} %\n"
+            f"outside them  {split['outside_s']:.1f} s of wall, machine CPU {split['outside_cpu']:.0f} % "
+            "(start-up and the last worker's tail included)"
+        )
         print(f"slowest {min(args.slowest, len(seconds))} cases:")
         for case, duration in sorted(seconds.items(), key=lambda kv: (-kv[1], kv[0]))[: args.slowest]:
             print(f"  {duration:8.2f} s  {case}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import statistics
+import time
 
 import pytest
 
@@ -196,3 +198,106 @@ def test_the_slowdown_hook_slows_only_its_case(monkeypatch):
     burst = bench.measure(forward, "cpu", 1, "burst/Model", repeats=7, warmup=1)
     after = bench.measure(forward, "cpu", 1, "burst/Model", repeats=7, warmup=1)
     assert statistics.median(burst.samples) > 1.5 * statistics.median(after.samples)
+
+
+def test_the_slowdown_hook_takes_patterns():
+    assert bench.slowdown_for("bert/Model", "*=1.5") == (1.5, None)
+    assert bench.slowdown_for("bert/Model", "gpt2/*=2,bert/Model=3") == (3.0, None)  # its own entry first
+    assert bench.slowdown_for("gpt2/Model", "gpt2/*=2,bert/Model=3") == (2.0, None)
+    assert bench.slowdown_for("vit/Model", "gpt2/*=2") == (1.0, None)
+
+
+def test_a_median_is_tight_when_its_confidence_interval_is_narrow():
+    refs = [1.0] * 9
+    assert bench._tight([2.0, 2.01, 1.99, 2.0, 2.02, 1.98, 2.0, 2.01, 1.99], refs)
+    # The same centre, but the middle order statistics 30 % apart: not tight.
+    assert not bench._tight([2.0, 2.6, 1.4, 2.0, 2.5, 1.5, 2.0, 2.4, 1.6], refs)
+    assert not bench._tight([2.0, 2.6, 1.4, 2.0, 2.5, 1.5, 2.0, 2.4, 1.6], refs, precision=0.01)
+    assert bench._tight([2.0, 2.6, 1.4, 2.0, 2.5, 1.5, 2.0, 2.4, 1.6], refs, precision=0.5)
+
+
+def test_a_take_fits_its_budget_between_the_least_and_the_most_samples():
+    pytest.importorskip("torch")
+
+    def slow():
+        time.sleep(0.02)
+
+    # A 20 ms forward against a 0.1 s budget stops soon after five pairs; never under the least.
+    sized = bench.measure(slow, "cpu", 1, "slow/Model", repeats=21, warmup=5, min_repeats=3, budget=0.1)
+    assert 3 <= len(sized.samples) <= 6
+    assert len(bench.measure(slow, "cpu", 1, "slow/Model", min_repeats=4, budget=0.0).samples) == 4
+    # The most is a cap even when the budget and the precision would go on.
+    capped = bench.measure(slow, "cpu", 1, "slow/Model", repeats=5, min_repeats=9, budget=60.0)
+    assert len(capped.samples) == 5
+
+
+_SIBLING = """
+import json, os, sys, time
+from hfci import bench
+if os.environ["ROLE"] == "idle":
+    while True:
+        time.sleep(0.01)
+time.sleep(0.5)  # the idle sibling is up
+with bench.machine_to_itself(os.environ["LOCK"]) as stopped:
+    inside = {pid: bench._stopped(pid) for pid in stopped}
+time.sleep(0.05)
+print(json.dumps({"stopped": stopped, "inside": inside, "after": {p: bench._stopped(p) for p in stopped}}))
+"""
+
+_PARENT = """
+import os, subprocess, sys
+code = sys.argv[1]
+idle = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "ROLE": "idle"})
+other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # not a worker
+try:
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ROLE": "measure"},
+                         capture_output=True, text=True, timeout=60)
+    print(out.stdout, out.stderr, idle.pid, other.pid)
+finally:
+    idle.kill(); other.kill()
+"""
+
+
+@pytest.mark.skipif(not bench.can_freeze(), reason="stopping processes needs /proc and SIGSTOP")
+def test_a_measurement_stops_its_sibling_workers_and_continues_them(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LOCK": str(tmp_path / "machine.lock")}
+    run = subprocess.run(
+        [sys.executable, "-c", _PARENT, _SIBLING], capture_output=True, text=True, timeout=90, env=env
+    )
+    *report, idle, other = run.stdout.split()
+    found = json.loads(" ".join(report))
+    # The sibling started as the measurer was is stopped for the block, and only for it; the
+    # parent's other child (another command line) is left alone.
+    assert found["stopped"] == [int(idle)]
+    assert found["inside"] == {idle: True}
+    assert found["after"] == {idle: False}
+    assert int(other) not in found["stopped"]
+
+
+@pytest.mark.skipif(not bench.can_freeze(), reason="stopping processes needs /proc and SIGSTOP")
+def test_thaw_continues_a_stopped_process():
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        for _ in range(100):
+            if bench._stopped(child.pid):
+                break
+            time.sleep(0.01)
+        assert bench._stopped(child.pid)
+        assert child.pid in bench.descendants(os.getpid())
+        bench.thaw([child.pid])
+        for _ in range(100):
+            if not bench._stopped(child.pid):
+                break
+            time.sleep(0.01)
+        assert not bench._stopped(child.pid)
+    finally:
+        child.kill()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fnmatch
 import functools
 import gc
 import math
 import os
+import signal
 import statistics
 import time
 from collections import Counter
@@ -24,8 +26,11 @@ from typing import Any
 
 __all__ = [
     "ALPHA",
+    "BUDGET",
     "DISTURBED",
     "DRAW_SEED",
+    "MIN_REPEATS",
+    "PRECISION",
     "PROFILES",
     "PROTOCOL",
     "REMEASURES",
@@ -35,15 +40,19 @@ __all__ = [
     "SLOWDOWN_ENV",
     "THREADS",
     "WARMUP",
+    "WARMUP_BUDGET",
     "Measurement",
     "Verdict",
+    "can_freeze",
     "comparable",
     "compare_latency",
     "compare_memory",
+    "descendants",
     "disturbed",
     "latency_stats",
     "machine_idle",
     "machine_lock",
+    "machine_to_itself",
     "mann_whitney_greater",
     "measure",
     "outcome",
@@ -53,20 +62,32 @@ __all__ = [
     "same_draws",
     "seen_range",
     "sig",
+    "slowdown_for",
     "slowdowns",
     "steady_allocator",
     "taken_disturbed",
+    "thaw",
     "usual_reference",
     "widened",
 ]
 
 # The measurement protocol's version, stored with every measurement: ratios of two protocols
-# are not comparable (protocol 2 warms the reference, which raised every ratio by about a third).
-PROTOCOL = 2
+# are not comparable (protocol 2 warms the reference, which raised every ratio by about a third;
+# protocol 3 sizes its sample to the case and reads the memory profile's raw allocations).
+PROTOCOL = 3
+# Warm-up forwards: at most WARMUP, fewer once WARMUP_BUDGET seconds are spent (at least one).
 WARMUP = 5
+WARMUP_BUDGET = 0.05
 # Re-measures a suspected regression must survive, each of them.
 REMEASURES = 3
+# Timed pairs per take: at least MIN_REPEATS, at most REPEATS. Between the two a take stops once
+# BUDGET seconds are spent or the median ratio is known to within PRECISION (see _tight).
+# Nine is the least at which a 1.5x slowdown still clears the Mann-Whitney test at ALPHA with
+# room to spare: nine against nine stored samples, wholly separated, give p = 2e-4.
+MIN_REPEATS = 9
 REPEATS = 21
+BUDGET = 0.25
+PRECISION = 0.05
 # A measurement whose reference ran this much slower than usual in its process is retaken.
 DISTURBED = 1.25
 RETAKES = 3
@@ -179,7 +200,8 @@ def mann_whitney_greater(a: Sequence[float], b: Sequence[float]) -> float:
 def slowdowns(env: str | None = None) -> dict[str, tuple[float, int | None]]:
     """Test-only: ``HFCI_TEST_SLOWDOWN="bert/ForMaskedLM=1.5,gpt2/Model=2:4"`` slows those cases:
     bert by 1.5x in every measurement, gpt2 by 2x in its first 4 measurements of the process only
-    (a burst of noise, which a later re-check must clear)."""
+    (a burst of noise, which a later re-check must clear). A case may be a shell pattern
+    (``"*=1.5"`` slows every case, as a power test does)."""
     text = os.environ.get(SLOWDOWN_ENV, "") if env is None else env
     out: dict[str, tuple[float, int | None]] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -187,6 +209,14 @@ def slowdowns(env: str | None = None) -> dict[str, tuple[float, int | None]]:
         factor, _, limit = spec.partition(":")
         out[case] = (float(factor), int(limit) if limit else None)
     return out
+
+
+def slowdown_for(case: str, env: str | None = None) -> tuple[float, int | None]:
+    """The test-only slowdown of ``case``: its own entry, else the first pattern it matches."""
+    table = slowdowns(env)
+    if case in table:
+        return table[case]
+    return next((v for pattern, v in table.items() if fnmatch.fnmatchcase(case, pattern)), (1.0, None))
 
 
 # How often each case was measured in this process (for the test-only slowdown's limit).
@@ -269,8 +299,13 @@ def measure(
     case: str = "",
     repeats: int = REPEATS,
     warmup: int = WARMUP,
+    min_repeats: int = MIN_REPEATS,
+    budget: float = BUDGET,
 ) -> Measurement:
-    """Warm up, then time ``repeats`` forwards, each right after one reference run.
+    """Warm up, then time forwards, each right after one reference run, until the take is
+    sized to the case: ``min_repeats`` to ``repeats`` pairs, stopping early once ``budget``
+    seconds are spent or the median ratio is tight (pyperf and asv size their runs the same way:
+    a 60 ms forward gets nine samples, a 1 ms forward as many as it needs to settle).
 
     The reference is run once untimed before each timed run: right after a large forward its
     first run pays for the caches the forward evicted, a cost that grows with the model and
@@ -294,14 +329,16 @@ def measure(
         try:
             reference = reference_workload(device)
             sync = _synchronize(device)
-            factor, limit = slowdowns().get(case, (1.0, None))
+            factor, limit = slowdown_for(case)
             _MEASURED[case] += 1
             stretch = factor if limit is None or _MEASURED[case] <= limit else 1.0
-            usual = _REFERENCE_MEDIANS.get(device) or _calibrate(device, reference, sync, repeats)
+            usual = _REFERENCE_MEDIANS.get(device) or _calibrate(device, reference, sync, REPEATS)
             kept: tuple[list[float], list[float]] | None = None
             retakes = 0
             while True:
-                samples, refs = _sample(forward, reference, sync, stretch, repeats, warmup)
+                samples, refs = _sample(
+                    forward, reference, sync, stretch, (min(min_repeats, repeats), repeats), warmup, budget
+                )
                 if kept is None or statistics.median(refs) < statistics.median(kept[1]):
                     kept = samples, refs
                 if retakes == RETAKES or not disturbed(statistics.median(refs), usual):
@@ -352,28 +389,49 @@ def same_draws() -> None:
     torch.manual_seed(DRAW_SEED)
 
 
+def _tight(samples: Sequence[float], refs: Sequence[float], precision: float = PRECISION) -> bool:
+    """Whether the 95 % confidence interval of the median ratio lies within ``precision`` of it.
+
+    The interval is distribution-free: the order statistics ranked ``n/2 -+ 1.96 sqrt(n)/2``.
+    """
+    ratios = sorted(s / r for s, r in zip(samples, refs, strict=True))
+    n = len(ratios)
+    half = 1.96 * math.sqrt(n) / 2
+    low, high = ratios[max(0, math.floor(n / 2 - half))], ratios[min(n - 1, math.ceil(n / 2 + half) - 1)]
+    return high - low <= 2 * precision * statistics.median(ratios)
+
+
 def _sample(
     forward: Callable[[], Any],
     reference: Callable[[], None],
     sync: Callable[[], None],
     stretch: float,
-    repeats: int,
+    repeats: tuple[int, int],
     warmup: int,
+    budget: float,
 ) -> tuple[list[float], list[float]]:
     import torch
 
+    least, most = repeats
     collecting = gc.isenabled()
     gc.disable()  # a collection inside a timed call is noise, not the model's cost
     try:
         with torch.inference_mode():
+            warm = 0.0
             for _ in range(warmup):
-                forward()
+                warm += _timed(forward, sync)
                 reference()
-            samples, refs = [], []
-            for _ in range(repeats):
+                if warm >= WARMUP_BUDGET:
+                    break
+            samples: list[float] = []
+            refs: list[float] = []
+            start = time.perf_counter()
+            while len(samples) < most:
                 reference()
                 refs.append(_timed(reference, sync))
                 samples.append(_timed(forward, sync, stretch))
+                if len(samples) >= least and (time.perf_counter() - start >= budget or _tight(samples, refs)):
+                    break
         return samples, refs
     finally:
         if collecting:
@@ -424,6 +482,98 @@ def machine_idle(path: str | os.PathLike[str] | None) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _process_children() -> dict[int, list[int]]:
+    """Every process's children, read from /proc (empty where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # it exited while we looked
+        # The command name may hold spaces and parentheses: the fields follow the last ")".
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    return children
+
+
+def descendants(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """The processes below ``pid``: its children, theirs, and so on."""
+    children = _process_children() if children is None else children
+    found, stack = [], list(children.get(pid, ()))
+    while stack:
+        found.append(stack.pop())
+        stack += children.get(found[-1], ())
+    return found
+
+
+def can_freeze() -> bool:
+    """Whether this system lets a measurement stop its sibling workers (/proc and SIGSTOP)."""
+    return os.path.isdir("/proc") and hasattr(signal, "SIGSTOP")
+
+
+def _command(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("T", "t", "Z", "X")
+    except OSError:
+        return True  # gone
+
+
+def thaw(pids: Iterable[int]) -> None:
+    """Continue stopped processes (a process that is running or gone is left as it is)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def machine_to_itself(path: str | os.PathLike[str] | None) -> Iterator[list[int]]:
+    """The machine for one measurement: the other workers of the run, and all they started, are
+    stopped for the block (SIGSTOP), then continued; yields their pids.
+
+    Workers of one xdist run are the children of one controller. Stopping them costs nothing:
+    they resume where they were, whereas waiting for each to finish its check in hand (a lock
+    taken between checks) left one core idle for about as long as the measurements themselves.
+    Measurements still take turns, by an exclusive lock on ``path``. Where processes cannot be
+    stopped, the checks take the same lock shared (see :func:`machine_lock`) and this only
+    takes it exclusively. Without a path (no xdist) it does nothing.
+    """
+    if not path:
+        yield []
+        return
+    with machine_lock(path, exclusive=True):
+        if not can_freeze():
+            yield []
+            return
+        me, children = os.getpid(), _process_children()
+        # Workers started as this one was (execnet's bootstrap command): never a process that
+        # merely shares the parent, such as every orphan of init's should the controller die.
+        siblings = [p for p in children.get(os.getppid(), ()) if p != me and _command(p) == _command(me)]
+        stopped: list[int] = []
+        try:
+            for pid in siblings + [d for s in siblings for d in descendants(s, children)]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            # The signal is delivered asynchronously: wait (briefly) until each has stopped.
+            deadline = time.monotonic() + 0.5
+            while not all(map(_stopped, stopped)) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            yield stopped
+        finally:
+            thaw(stopped)
+
+
 def peak_memory(forward: Callable[[], Any], device: str) -> int | None:
     """Peak bytes allocated by torch during one forward.
 
@@ -460,16 +610,16 @@ def _profiled_peak(forward: Callable[[], Any]) -> int:
     same_draws()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, torch.inference_mode():
         forward()
-    steps = []
-    for event in prof.events():
-        if event.name == "[memory]":
-            steps.append((event.time_range.start, event.cpu_memory_usage))
-        elif event.self_cpu_memory_usage:
-            usage = event.self_cpu_memory_usage
-            steps.append((event.time_range.start if usage > 0 else event.time_range.end, usage))
+    # The raw allocation records, each with its time and signed size: the profiler's event tree
+    # (prof.events()) would say the same per operator, at 10x the forward's cost to build.
+    steps = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]"
+    )
     live = peak = 0
-    for _, usage in sorted(steps):
-        live += usage
+    for _, size in steps:
+        live += size
         peak = max(peak, live)
     return int(peak)
 

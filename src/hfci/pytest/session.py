@@ -176,13 +176,21 @@ class HfciSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         # Taken in setup and released in teardown, so that waiting for the machine counts in
-        # neither the call's recorded duration nor its timings.
+        # neither the call's recorded duration nor its timings. A measurement stops the other
+        # workers while it runs; every other check runs on every core, and takes the machine
+        # shared only where workers cannot be stopped.
         meta = dict(item.user_properties).get("hfci")
         path = self.lock_path()
-        if meta and path:
-            lock = bench.machine_lock(path, exclusive=meta["check"] == "benchmark")
-            lock.__enter__()
-            self._locks[item.nodeid] = lock
+        if not (meta and path):
+            return
+        if meta["check"] == "benchmark":
+            lock = bench.machine_to_itself(path)
+        elif not bench.can_freeze():
+            lock = bench.machine_lock(path, exclusive=False)
+        else:
+            return
+        lock.__enter__()
+        self._locks[item.nodeid] = lock
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
@@ -408,6 +416,9 @@ class HfciSession:
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         # An xdist worker hands its re-checks over when it finishes.
         self._rechecks.update(getattr(node, "workeroutput", {}).get("hfci_rechecks", {}))
+        if error is not None:
+            # A worker that died measuring left the others stopped (bench.machine_to_itself).
+            bench.thaw(bench.descendants(os.getpid()))
 
     def _recheck(self) -> dict[str, Any]:
         """The final benchmark metrics of each suspect (a latency regression, or a measurement
@@ -418,7 +429,7 @@ class HfciSession:
         if wait > 0:
             time.sleep(wait)
         final: dict[str, Any] = {}
-        with bench.machine_lock(self.lock_path(), exclusive=True):
+        with bench.machine_to_itself(self.lock_path()):
             for spec, found_at in self._suspects:
                 stored, usual = self.stored_perf(spec)
                 try:
