@@ -7,8 +7,14 @@
     python ci/bench_suite.py --plan-from matrices/durations.json --measured runs/b --scale-with runs/c
 
 A run is ``hfci run --device cpu --no-baseline-check`` plus what follows ``--``, into a fresh
-results folder. Out-of-sample balance: shards planned from one run's durations (``--plan-from``,
-with hfci's own ``balance``, as ``hfci matrix`` would), then each shard's seconds summed from
+results folder; with ``--baselines-dir DIR`` it compares with the baselines in DIR instead (an
+A/A pair: a first run with ``-- --update-baselines``, then the same again, which must flag no
+regression; with ``HFCI_TEST_SLOWDOWN="*=1.5"`` the second run measures the rules' power).
+The CPU use is split at the measurements' windows: while one measures, the other workers are
+stopped by design; outside them every core should be busy.
+
+Out-of-sample balance: shards planned from one run's durations (``--plan-from``, with hfci's
+own ``balance``, as ``hfci matrix`` would), then each shard's seconds summed from
 another run (the one just finished, or ``--measured``): the max/mean a sharded run really gets,
 and how far each shard's estimate was off. A uniform scale moves no case between shards, so
 ``--scale-with`` (a run on the measured hardware; default: the measured run itself, which is in
@@ -28,6 +34,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hfci.errors import HfciError
 from hfci.matrix import durations_on, read_recorded, replay, speed_ratio
@@ -139,10 +146,14 @@ def cpu_outside(samples: Sequence[tuple[float, int]], windows: Sequence[Sequence
     return out
 
 
-def run_suite(extra: Sequence[str], results_dir: Path) -> tuple[int, dict[str, float]]:
-    """Run ``hfci run`` and measure it: wall seconds, children's CPU seconds, peak memory."""
+def run_suite(
+    extra: Sequence[str], results_dir: Path, baselines_dir: Path | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Run ``hfci run`` and measure it: wall seconds, children's CPU seconds, peak memory, and the
+    machine's busy ticks over time. With ``baselines_dir`` it compares with the baselines there."""
+    check = ["--baselines-dir", str(baselines_dir)] if baselines_dir else ["--no-baseline-check"]
     command = [
-        sys.executable, "-m", "hfci.cli", "run", "--device", "cpu", "--no-baseline-check",
+        sys.executable, "-m", "hfci.cli", "run", "--device", "cpu", *check,
         "--results-dir", str(results_dir), *extra,
     ]  # fmt: skip
     print("+ " + " ".join(command), flush=True)
@@ -190,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shards", nargs="+", type=int, default=[5, 8])
     parser.add_argument("--results-dir", type=Path, help="where the run writes (default: a temporary folder)")
     parser.add_argument("--slowest", type=int, default=10)
+    parser.add_argument(
+        "--baselines-dir",
+        type=Path,
+        help="compare with the baselines here (add `-- --update-baselines` to write them): an A/A pair",
+    )
     args = parser.parse_args(mine)
     if args.measured and not args.plan_from:
         parser.error("--measured needs --plan-from")
@@ -200,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_balance(args, args.measured)
             return 0
         results_dir = args.results_dir or Path(tempfile.mkdtemp(prefix="hfci-bench-suite-"))
-        code, used = run_suite(extra, results_dir)
+        code, used = run_suite(extra, results_dir, args.baselines_dir)
         cores = os.cpu_count() or 1
         print(f"\nexit {code}")
         print(f"wall          {used['wall']:.1f} s")
