@@ -301,3 +301,22 @@ def test_thaw_continues_a_stopped_process():
         assert not bench._stopped(child.pid)
     finally:
         child.kill()
+
+
+def test_with_a_stored_reference_the_canary_is_the_case_own(monkeypatch):
+    torch = pytest.importorskip("torch")
+    x = torch.randn(32, 32)
+    monkeypatch.setitem(bench._DRIFTS, "cpu", [])
+    # A quiet process whose usual is tiny does not matter: the case's stored reference does.
+    monkeypatch.setitem(bench._REFERENCE_MEDIANS, "cpu", [1e-9] * 5)
+    calm = bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, expected_reference=1.0)
+    assert calm.extra == {"retakes": 0, "disturbed": False}
+    # The same case's reference now runs far slower than when the baseline was taken: busy.
+    busy = bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, expected_reference=1e-9)
+    assert busy.extra == {"retakes": bench.RETAKES, "disturbed": True}
+    # Once five drifts are known, their median is the machine's usual against the baseline: a
+    # host that runs every reference about 1e5-1e6x its baseline's (a reference of 0.1-1 ms
+    # here) is simply slower, not busy.
+    monkeypatch.setitem(bench._DRIFTS, "cpu", [1e6] * 5)
+    slower_host = bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, expected_reference=1e-9)
+    assert slower_host.extra == {"retakes": 0, "disturbed": False}
