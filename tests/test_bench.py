@@ -276,6 +276,10 @@ def test_a_measurement_stops_its_sibling_workers_and_continues_them(tmp_path):
     assert found["inside"] == {idle: True}
     assert found["after"] == {idle: False}
     assert int(other) not in found["stopped"]
+    # The window is logged for the stopped worker, whose check durations leave it out.
+    (line,) = (tmp_path / "machine.lock.stopped").read_text().splitlines()
+    pid, since, until = line.split()
+    assert int(pid) not in (int(idle), int(other)) and 0 < float(until) - float(since) < 5
 
 
 @pytest.mark.skipif(not bench.can_freeze(), reason="stopping processes needs /proc and SIGSTOP")
@@ -310,13 +314,38 @@ def test_with_a_stored_reference_the_canary_is_the_case_own(monkeypatch):
     # A quiet process whose usual is tiny does not matter: the case's stored reference does.
     monkeypatch.setitem(bench._REFERENCE_MEDIANS, "cpu", [1e-9] * 5)
     calm = bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, expected_reference=1.0)
-    assert calm.extra == {"retakes": 0, "disturbed": False}
+    assert (calm.extra["retakes"], calm.extra["disturbed"], calm.extra["usual_drift"]) == (0, False, 1.0)
     # The same case's reference now runs far slower than when the baseline was taken: busy.
     busy = bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, expected_reference=1e-9)
-    assert busy.extra == {"retakes": bench.RETAKES, "disturbed": True}
+    assert (busy.extra["retakes"], busy.extra["disturbed"]) == (bench.RETAKES, True)
     # Once five drifts are known, their median is the machine's usual against the baseline: a
     # host that runs every reference about 1e5-1e6x its baseline's (a reference of 0.1-1 ms
     # here) is simply slower, not busy.
     monkeypatch.setitem(bench._DRIFTS, "cpu", [1e6] * 5)
     slower_host = bench.measure(lambda: x @ x, "cpu", 1, "a/Model", repeats=5, expected_reference=1e-9)
-    assert slower_host.extra == {"retakes": 0, "disturbed": False}
+    assert (slower_host.extra["retakes"], slower_host.extra["disturbed"]) == (0, False)
+
+
+def test_a_stored_reference_far_slower_than_the_run_says_it_should_be_was_taken_busy():
+    base = stored(1.0)
+    slower = measurement(1.5)
+    # This run's reference for the case is half the stored one, where the run's usual drift is 1:
+    # the stored one ran on a busy machine.
+    slower.extra |= {"drift": 0.5, "usual_drift": 1.0}
+    verdict = bench.compare_latency(base, slower, tolerance=0.2)
+    assert verdict.kind == "disturbed" and "2x its usual" in verdict.detail
+    slower.extra |= {"drift": 0.9, "usual_drift": 1.0}
+    assert bench.compare_latency(base, slower, tolerance=0.2).kind == "regression"
+
+
+def test_a_worker_leaves_out_the_time_others_stopped_it_but_not_its_own_measurements(tmp_path):
+    log = tmp_path / "machine.lock.stopped"
+    stopped = bench.StoppedTime(str(log))
+    assert stopped.within(0.0, 100.0) == 0.0  # no log yet
+    log.write_text(f"1 10.0 12.0\n{os.getpid()} 20.0 25.0\n1 30.0 31.0\n1 40.0")
+    assert stopped.within(0.0, 100.0) == pytest.approx(3.0)  # its own window and a partial line: out
+    assert stopped.within(11.0, 30.5) == pytest.approx(1.5)
+    with log.open("a") as handle:
+        handle.write(" 44.0\n")  # the partial line, completed
+    assert stopped.within(41.0, 50.0) == pytest.approx(3.0)
+    assert bench.StoppedTime(None).within(0.0, 1.0) == 0.0

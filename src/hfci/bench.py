@@ -42,6 +42,7 @@ __all__ = [
     "WARMUP",
     "WARMUP_BUDGET",
     "Measurement",
+    "StoppedTime",
     "Verdict",
     "can_freeze",
     "comparable",
@@ -65,6 +66,7 @@ __all__ = [
     "slowdown_for",
     "slowdowns",
     "steady_allocator",
+    "stopped_log",
     "taken_disturbed",
     "thaw",
     "usual_of",
@@ -359,7 +361,9 @@ def measure(
                 retakes += 1
             still_disturbed = disturbed(statistics.median(kept[1]) / scale, usual)
             seen.append(statistics.median(kept[1]) / scale)
-            extra = {"retakes": retakes, "disturbed": still_disturbed}
+            extra: dict[str, Any] = {"retakes": retakes, "disturbed": still_disturbed}
+            if expected_reference:
+                extra |= {"drift": seen[-1], "usual_drift": statistics.median(usual)}
             return Measurement(*kept, batch, peak_memory(forward, device), extra)
         finally:
             torch.set_num_threads(threads)
@@ -603,9 +607,45 @@ def machine_to_itself(path: str | os.PathLike[str] | None) -> Iterator[list[int]
             deadline = time.monotonic() + 0.5
             while not all(map(_stopped, stopped)) and time.monotonic() < deadline:
                 time.sleep(0.0005)
+            since = time.time()
             yield stopped
         finally:
             thaw(stopped)
+            if stopped:
+                # For the stopped workers: their checks' durations leave this window out.
+                with open(stopped_log(path), "a") as log:
+                    log.write(f"{os.getpid()} {since:.4f} {time.time():.4f}\n")
+
+
+def stopped_log(path: str | os.PathLike[str]) -> str:
+    """Where measurements under the lock ``path`` log the windows the other workers were stopped."""
+    return f"{os.fspath(path)}.stopped"
+
+
+@dataclass
+class StoppedTime:
+    """A worker's view of the windows it was stopped in (:func:`machine_to_itself`), read from
+    the run's log as it grows."""
+
+    path: str | None
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    offset: int = 0
+
+    def within(self, start: float, stop: float) -> float:
+        """Seconds of ``[start, stop]`` (``time.time()``) this worker spent stopped."""
+        if not self.path:
+            return 0.0
+        with contextlib.suppress(FileNotFoundError), open(self.path, "rb") as log:
+            log.seek(self.offset)
+            for line in log:
+                if not line.endswith(b"\n"):
+                    break  # a line being written is read next time
+                self.offset += len(line)
+                pid, first, last = line.split()
+                if int(pid) != os.getpid():  # a worker's own measurements stop the others
+                    self.windows.append((float(first), float(last)))
+        self.windows = [w for w in self.windows if w[1] > start - 3600]
+        return sum(max(0.0, min(stop, last) - max(start, first)) for first, last in self.windows)
 
 
 def peak_memory(forward: Callable[[], Any], device: str) -> int | None:
@@ -717,20 +757,27 @@ def compare_latency(
     """Reference-normalised median beyond tolerance of the seen range AND a clear Mann-Whitney U
     difference from the stored samples.
 
-    A stored measurement whose reference ran ``DISTURBED`` times slower than ``usual`` (the
-    baseline's usual reference) was taken while something else had the machine, and is no
-    evidence either way: its verdict is 'disturbed', and a refresh replaces it.
+    A stored measurement taken while something else had the machine is no evidence either way:
+    its verdict is 'disturbed', and a refresh replaces it. Where the new measurement was taken
+    against the stored reference (``extra["drift"]``, see :func:`measure`), that is a stored
+    reference ``DISTURBED`` times slower than the run's usual drift says the case's should be;
+    otherwise one ``DISTURBED`` times slower than ``usual``, the baseline's usual reference.
     """
     old_samples = baseline.get("samples") or []
     old_ratio = baseline.get("ratio")
     if not old_samples or not old_ratio:
         return Verdict("unchanged", "latency", "no baseline samples")
-    if usual and taken_disturbed(baseline, usual):
+    drift, usual_drift = new.extra.get("drift"), new.extra.get("usual_drift")
+    if drift and usual_drift:
+        busy = usual_drift / drift if drift * DISTURBED < usual_drift else None
+    else:
+        busy = baseline["reference"]["median"] / usual if usual and taken_disturbed(baseline, usual) else None
+    if busy is not None:
         return Verdict(
             "disturbed",
             "latency",
-            f"baseline measured on a busy machine (reference {baseline['reference']['median'] / usual:.2g}x "
-            "its usual): not compared; a refresh replaces it",
+            f"baseline measured on a busy machine (reference {busy:.2g}x its usual): not compared; "
+            "a refresh replaces it",
         )
     low, high = seen_range(baseline)
     p_slower = mann_whitney_greater(new.normalised, old_samples)
