@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import resource
 import subprocess
@@ -159,7 +160,11 @@ def run_suite(
     print("+ " + " ".join(command), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    # A temporary folder of the run's own, where its workers log the windows in which a
+    # measurement had the others stopped (bench.stopped_log).
+    tmp = Path(tempfile.mkdtemp(prefix="hfci-bench-suite-tmp-"))
+    offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TMPDIR": str(tmp)}
+    process = subprocess.Popen(command, env=os.environ | offline)
     peak_tree = 0
     ticks = [busy_jiffies()]
 
@@ -187,7 +192,12 @@ def run_suite(
     # Linux: RUSAGE_CHILDREN's ru_maxrss is the largest RSS (KiB) of any single descendant waited
     # for (an xdist worker is waited for by its parent, and counts), not a sum.
     used = {"wall": wall, "cpu": cpu, "max_rss_kib": after.ru_maxrss, "tree_rss_kib": peak_tree}
-    return code, {**used, "ticks": ticks}
+    stopped = [
+        (float(first), float(last))
+        for log in tmp.glob("*.stopped")
+        for _, first, last in (line.split() for line in log.read_text().splitlines() if line.count(" ") == 2)
+    ]
+    return code, {**used, "ticks": ticks, "stopped": stopped}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,14 +240,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = read_results_file(path)
         seconds = case_durations(results.records)
         print(f"{len(seconds)} cases, {sum(seconds.values()):.1f} s of checks; results in {path}")
-        windows = [r.metrics["window"] for r in results.records if r.metrics and r.metrics.get("window")]
-        split = cpu_outside(used["ticks"], windows)
+        # The windows the other workers were stopped in; the measurements' own where none are
+        # logged (a run without xdist, or a system that cannot stop processes).
+        windows = used["stopped"] or [
+            r.metrics["window"] for r in results.records if r.metrics and r.metrics.get("window")
+        ]
+        ticks = used["ticks"]
+        split = cpu_outside(ticks, windows)
         print(
-            f"measuring     {split['measuring_s']:.1f} s of wall ({len(windows)} measurements), "
-            f"machine CPU {split['measuring_cpu']:.0f} %\n"
+            f"measuring     {split['measuring_s']:.1f} s of wall ({len(windows)} measurements, the "
+            f"others stopped), machine CPU {split['measuring_cpu']:.0f} %\n"
             f"outside them  {split['outside_s']:.1f} s of wall, machine CPU {split['outside_cpu']:.0f} % "
             "(start-up and the last worker's tail included)"
         )
+        if windows:
+            first, last = min(w[0] for w in windows), max(w[1] for w in windows)
+            inner = cpu_outside([t for t in ticks if first <= t[0] <= last], windows)
+            print(
+                f"  of which    {first - ticks[0][0]:.1f} s before the first measurement, "
+                f"{ticks[-1][0] - last:.1f} s after the last; between them, outside the measurements: "
+                f"{inner['outside_s']:.1f} s at {inner['outside_cpu']:.0f} %"
+            )
+        (results_dir / "bench-suite-cpu.json").write_text(json.dumps({"ticks": ticks, "windows": windows}))
         print(f"slowest {min(args.slowest, len(seconds))} cases:")
         for case, duration in sorted(seconds.items(), key=lambda kv: (-kv[1], kv[0]))[: args.slowest]:
             print(f"  {duration:8.2f} s  {case}")
