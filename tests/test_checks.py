@@ -132,6 +132,20 @@ def test_summary_puts_new_failures_and_regressions_first():
     assert "5 cases, 5 checks: 1 passed, 2 failed, 0 xfailed, 1 xpassed, 1 skipped" in text
 
 
+def test_the_summary_says_where_a_slow_case_spent_its_time():
+    records = [
+        rec("slow/Model", "generate", "passed", duration=2.5),
+        rec("slow/Model", "save_load", "passed", duration=0.4),
+        rec("slow/Model", "determinism", "passed", duration=0.01),
+        rec("fast/Model", "forward", "passed", duration=0.05),
+    ]
+    lines = summary(records, slowest=2).splitlines()[-2:]
+    assert lines == [
+        "     2.91s  slow/Model  (generate 2.50s, save_load 0.40s)",
+        "     0.05s  fast/Model  (no check over 0.1 s)",
+    ]
+
+
 def test_known_failures_match_check_head_runner_and_version():
     from hfci.pytest.cases import CaseSpec, known_failure
 

@@ -272,5 +272,12 @@ def summary(records: Sequence[Record], slowest: int = 10, new_failures: Sequence
     if durations:
         lines.append(f"slowest {min(slowest, len(durations))} cases:")
         top = sorted(durations.items(), key=lambda kv: -kv[1])[:slowest]
-        lines += [f"  {seconds:7.2f}s  {case}" for case, seconds in top]
+        lines += [f"  {seconds:7.2f}s  {case}  ({_costliest(records, case)})" for case, seconds in top]
     return "\n".join(lines)
+
+
+def _costliest(records: Iterable[Record], case: str) -> str:
+    """Where a case's time went: its checks, the costliest first, those over a tenth of a second."""
+    checks = sorted(((r.duration, r.check) for r in records if r.case == case), reverse=True)
+    shown = [f"{check} {seconds:.2f}s" for seconds, check in checks if seconds >= 0.1][:3]
+    return ", ".join(shown) or "no check over 0.1 s"
