@@ -116,8 +116,8 @@ def test_measure_on_cpu_sees_torch_allocations(monkeypatch):
 
 def test_a_measurement_whose_reference_ran_slow_counts_as_disturbed():
     usual = [300e-6, 310e-6, 320e-6, 2000e-6, 305e-6]  # one disturbed run does not move the usual
-    assert not bench.disturbed(370e-6, usual)
-    assert bench.disturbed(400e-6, usual)
+    assert not bench.disturbed(0.95 * bench.DISTURBED * 310e-6, usual)
+    assert bench.disturbed(1.05 * bench.DISTURBED * 310e-6, usual)
     assert not bench.disturbed(1.0, [])
 
 
@@ -125,8 +125,8 @@ def test_a_baseline_entry_measured_on_a_busy_machine_is_no_evidence():
     base = stored(1.0)  # its reference median is about 1.0
     usual = bench.usual_reference([base, stored(1.0), {"ratio": 1.0}])
     assert usual == pytest.approx(base["reference"]["median"])
-    # Measured 1.5x slower than the baseline's usual reference: neither regression nor improvement.
-    verdict = bench.compare_latency(base, measurement(1.5), tolerance=0.2, usual=usual / 1.5)
+    # Measured 2.5x slower than the baseline's usual reference: neither regression nor improvement.
+    verdict = bench.compare_latency(base, measurement(1.5), tolerance=0.2, usual=usual / 2.5)
     assert verdict.kind == "disturbed" and "busy machine" in verdict.detail
     assert bench.compare_latency(base, measurement(1.5), tolerance=0.2, usual=usual).kind == "regression"
     assert bench.usual_reference([]) is None
@@ -329,12 +329,12 @@ def test_with_a_stored_reference_the_canary_is_the_case_own(monkeypatch):
 def test_a_stored_reference_far_slower_than_the_run_says_it_should_be_was_taken_busy():
     base = stored(1.0)
     slower = measurement(1.5)
-    # This run's reference for the case is half the stored one, where the run's usual drift is 1:
+    # This run's reference for the case is 0.4x the stored one, where the run's usual drift is 1:
     # the stored one ran on a busy machine.
-    slower.extra |= {"drift": 0.5, "usual_drift": 1.0}
+    slower.extra |= {"drift": 0.4, "usual_drift": 1.0}
     verdict = bench.compare_latency(base, slower, tolerance=0.2)
-    assert verdict.kind == "disturbed" and "2x its usual" in verdict.detail
-    slower.extra |= {"drift": 0.9, "usual_drift": 1.0}
+    assert verdict.kind == "disturbed" and "2.5x its usual" in verdict.detail
+    slower.extra |= {"drift": 0.6, "usual_drift": 1.0}  # the machine's own drift, not a busy one
     assert bench.compare_latency(base, slower, tolerance=0.2).kind == "regression"
 
 
