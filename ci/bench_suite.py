@@ -254,11 +254,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(start-up and the last worker's tail included)"
         )
         if windows:
-            first, last = min(w[0] for w in windows), max(w[1] for w in windows)
-            inner = cpu_outside([t for t in ticks if first <= t[0] <= last], windows)
+            windows = sorted(tuple(w) for w in windows)
+            first, last = windows[0][0], windows[-1][1]
+            between = [t for t in ticks if first <= t[0] <= last]
+            # A gap of seconds between two measurements is a worker waiting out --recheck-after
+            # before it re-checks its suspects, the other one done: by design, not a check's.
+            waits = [(a[1], b[0]) for a, b in itertools.pairwise(windows) if b[0] - a[1] > 5]
+            inner = cpu_outside(between, [*windows, *waits])
+            waited = cpu_outside(between, waits)
             print(
                 f"  of which    {first - ticks[0][0]:.1f} s before the first measurement, "
-                f"{ticks[-1][0] - last:.1f} s after the last; between them, outside the measurements: "
+                f"{ticks[-1][0] - last:.1f} s after the last, {waited['measuring_s']:.1f} s at "
+                f"{waited['measuring_cpu']:.0f} % waiting to re-check suspects; the rest, the checks: "
                 f"{inner['outside_s']:.1f} s at {inner['outside_cpu']:.0f} %"
             )
         (results_dir / "bench-suite-cpu.json").write_text(json.dumps({"ticks": ticks, "windows": windows}))

@@ -349,3 +349,35 @@ def test_a_worker_leaves_out_the_time_others_stopped_it_but_not_its_own_measurem
         handle.write(" 44.0\n")  # the partial line, completed
     assert stopped.within(41.0, 50.0) == pytest.approx(3.0)
     assert bench.StoppedTime(None).within(0.0, 1.0) == 0.0
+
+
+def test_pooled_takes_keep_every_sample_and_the_majority_verdict_on_disturbance():
+    a, b, c = measurement(1.0, n=9), measurement(1.0, n=11, seed=1), measurement(1.0, n=21, seed=2)
+    a.extra = {"retakes": 1, "disturbed": True, "drift": 1.0, "usual_drift": 1.0}
+    b.extra = {"retakes": 0, "disturbed": False, "drift": 2.0, "usual_drift": 1.0}
+    c.extra = {"retakes": 0, "disturbed": True, "drift": 3.0, "usual_drift": 1.1}
+    both = bench.pooled([a, b, c])
+    assert both.samples == a.samples + b.samples + c.samples and len(both.reference) == 41
+    assert both.extra == {"retakes": 1, "disturbed": True, "takes": 3, "drift": 2.0, "usual_drift": 1.1}
+    assert bench.pooled([a, b]).extra["disturbed"] is False  # one of two is no majority
+
+
+def test_a_suspect_is_judged_on_all_its_takes_together(monkeypatch):
+    from types import SimpleNamespace
+
+    from hfci.pytest.measuring import measured
+
+    torch = pytest.importorskip("torch")
+    case = SimpleNamespace(
+        model=torch.nn.Linear(256, 256), inputs={"input": torch.randn(8, 256)}, device="cpu"
+    )
+    stored = measured(case, "pool/Stored", None, None, 0.2)[0].to_dict()
+    # Three of the four takes slowed 3x: each take on its own would not all agree, together they do.
+    monkeypatch.setenv(bench.SLOWDOWN_ENV, "pool/Model=3:3")
+    slowed, verdict = measured(case, "pool/Model", stored, None, 0.2)
+    assert verdict.kind == "regression" and slowed.extra["takes"] == 4
+    assert len(slowed.samples) >= 4 * bench.MIN_REPEATS
+    # One slowed take of four is outvoted.
+    monkeypatch.setenv(bench.SLOWDOWN_ENV, "pool/Once=3:1")
+    once, verdict = measured(case, "pool/Once", stored, None, 0.2)
+    assert verdict.kind != "regression" and once.extra["takes"] == 4

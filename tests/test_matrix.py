@@ -637,3 +637,25 @@ def test_replay_plans_from_one_run_and_sums_another() -> None:
     assert result.worst_estimate == pytest.approx(2.0 / 9.0)  # shard 1: 7 s believed, 9 s taken
     # In sample, the plan is exactly right.
     assert matrix.replay(measured, measured, 2).worst_estimate == 0.0
+
+
+def _bench_suite():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "ci" / "bench_suite.py"
+    spec = importlib.util.spec_from_file_location("bench_suite", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_suite_benchmark_splits_cpu_use_at_the_measurement_windows() -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    # One second per sample: 2 cores busy, then 1 (a measurement from 1.0 to 2.0), then 2 again,
+    # and a window cutting the last interval in half, at 1 core.
+    samples = [(0.0, 0), (1.0, 2 * tick), (2.0, 3 * tick), (3.0, 5 * tick), (4.0, 6.5 * tick)]
+    split = _bench_suite().cpu_outside(samples, [(1.0, 2.0), (3.5, 4.0)])
+    assert split["measuring_s"] == pytest.approx(1.5)
+    assert split["outside_s"] == pytest.approx(2.5)
+    assert split["measuring_cpu"] == pytest.approx((100 + 0.5 * 150) / 1.5)
+    assert split["outside_cpu"] == pytest.approx((200 + 200 + 0.5 * 150) / 2.5)

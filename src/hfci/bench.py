@@ -58,6 +58,7 @@ __all__ = [
     "measure",
     "outcome",
     "peak_memory",
+    "pooled",
     "quartiles",
     "reference_workload",
     "same_draws",
@@ -81,7 +82,7 @@ PROTOCOL = 3
 # Warm-up forwards: at most WARMUP, fewer once WARMUP_BUDGET seconds are spent (at least one).
 WARMUP = 5
 WARMUP_BUDGET = 0.05
-# Re-measures a suspected regression must survive, each of them.
+# Immediate re-measures of a suspected regression, judged with it on their samples together.
 REMEASURES = 3
 # Timed pairs per take: at least MIN_REPEATS, at most REPEATS. Between the two a take stops once
 # BUDGET seconds are spent or the median ratio is known to within PRECISION (see _tight).
@@ -371,6 +372,27 @@ def measure(
             return Measurement(*kept, batch, peak_memory(forward, device), extra)
         finally:
             torch.set_num_threads(threads)
+
+
+def pooled(takes: Sequence[Measurement]) -> Measurement:
+    """Several takes of one case as one measurement: their samples together; disturbed when most
+    of them were, the memory peak of the first."""
+    first = takes[0]
+    drifts = [t.extra["drift"] for t in takes if "drift" in t.extra]
+    extra: dict[str, Any] = {
+        "retakes": sum(t.extra.get("retakes", 0) for t in takes),
+        "disturbed": sum(bool(t.extra.get("disturbed")) for t in takes) * 2 > len(takes),
+        "takes": len(takes),
+    }
+    if drifts:
+        extra |= {"drift": statistics.median(drifts), "usual_drift": takes[-1].extra["usual_drift"]}
+    return Measurement(
+        [s for t in takes for s in t.samples],
+        [r for t in takes for r in t.reference],
+        first.batch,
+        first.peak_memory,
+        extra,
+    )
 
 
 # The reference medians of this process, per device: CALIBRATION of the reference alone, then
