@@ -146,6 +146,32 @@ def test_baselines_learn_stretches_ranges_with_repeated_runs(tmp_path, capsys):
     assert not (tmp_path / "b" / "cpu-other-torch0-transformers0.json").exists()
 
 
+def test_learning_replaces_a_stored_measurement_whose_reference_ran_busy_for_its_case(tmp_path, capsys):
+    from hfci.cli import main
+
+    def perf(ratio: float, reference: float) -> dict:
+        return {"ratio": ratio, "samples": [ratio], "reference": {"median": reference}, "protocol": 3}
+
+    # Five cases whose references differ by 1.7x from case to case, the same in every run.
+    stored = {f"c{i}/Model": perf(10.0, 1.0 + 0.7 * (i % 2)) for i in range(5)}
+    stored["busy/Model"] = perf(7.0, 2.4)  # stored while something had the machine: 2x its due
+    records = [rec(case, "benchmark", "passed", perf=p) for case, p in stored.items()]
+    baselines.write(tmp_path / "b" / f"{FP}.json", baselines.merge(None, records, {}, FP))
+    # A later run of the same code on a host 10 % slower; c0's own reference ran busy this time.
+    run = {case: perf(10.5, p["reference"]["median"] * 1.1) for case, p in stored.items()}
+    run["busy/Model"] = perf(10.4, 1.3)
+    run["c0/Model"] = perf(6.0, 2.5)
+    path = write_results_of(
+        tmp_path, [rec(c, "benchmark", "passed", perf=p, changed=False) for c, p in run.items()]
+    )
+    assert main(["baselines", "learn", str(path.parent), "--into", str(tmp_path / "b")]) == 0
+    cases = baselines.load(tmp_path / "b" / f"{FP}.json").cases
+    assert cases["busy/Model"].perf == run["busy/Model"]  # replaced, not stretched to 7-10.4
+    assert cases["c0/Model"].perf == stored["c0/Model"]  # a busy run teaches nothing
+    # The 1.7x between cases is theirs, not a busy machine's: c1's range simply holds 10.5.
+    assert cases["c1/Model"].perf["ratio"] == 10.0 and "ratio_range" not in cases["c1/Model"].perf
+
+
 def run_suite(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     from hfci.cli import suite_command
 
@@ -235,11 +261,12 @@ def test_baselines_learn_replaces_a_measurement_taken_on_a_busy_machine(tmp_path
         }
 
     quiet = [rec(f"m{i}/Model", "benchmark", "passed", perf=perf(3.0, 1e-3)) for i in range(4)]
-    busy = rec("busy/Model", "benchmark", "passed", perf=perf(9.0, 2e-3))  # its reference ran 2x slow
+    busy = rec("busy/Model", "benchmark", "passed", perf=perf(9.0, 2.5e-3))  # its reference ran 2.5x slow
     baselines.write(tmp_path / "b" / f"{FP}.json", baselines.merge(None, [*quiet, busy], {}, FP))
     rerun = [
         rec("busy/Model", "benchmark", "passed", perf=perf(4.0, 1e-3), changed=False),
-        rec("m0/Model", "benchmark", "passed", perf=perf(4.0, 2e-3), changed=False),
+        rec("m0/Model", "benchmark", "passed", perf=perf(4.0, 2.5e-3), changed=False),
+        *(rec(f"m{i}/Model", "benchmark", "passed", perf=perf(3.0, 1e-3), changed=False) for i in (1, 2, 3)),
     ]
     learn_into(tmp_path / "b", [write_results_of(tmp_path, rerun)])
     cases = baselines.load(tmp_path / "b" / f"{FP}.json").cases

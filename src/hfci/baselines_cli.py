@@ -5,6 +5,7 @@ runs of the same code (``learn``)."""
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,8 +29,12 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
     """Stretch each case's seen latency range (:func:`hfci.bench.seen_range`) to hold the medians
     that repeated runs of the same code measured, whatever their verdict was.
 
-    A stored measurement taken on a busy machine (see :func:`hfci.bench.taken_disturbed`) is
-    replaced by a run's undisturbed one: its samples are what the next run is tested against.
+    A stored measurement taken on a busy machine is replaced by a run's undisturbed one: its
+    samples are what the next run is tested against. Which of the two was busy is read case by
+    case from their references (:func:`hfci.bench.taken_busy`): the run's reference over the
+    stored one, against the median of that drift over the run. A run measured against another
+    protocol's baseline, with no drift to go by, falls back on the baseline's usual reference
+    (:func:`hfci.bench.taken_disturbed`).
     """
     written: dict[Path, baselines.Baseline] = {}
     for path in results:
@@ -41,6 +46,7 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
                 f"{path}: no baseline {target} to learn into; write one with --update-baselines first"
             )
         usual = bench.usual_reference(current.perfs())
+        pairs = []
         for record in run.records:
             perf = (record.metrics or {}).get("perf") or {}
             entry = current.cases.get(baselines.key(record))
@@ -48,9 +54,18 @@ def learn_into(directory: Path, results: Iterable[Path]) -> list[Path]:
                 continue
             if perf.get("protocol", 1) != entry.perf.get("protocol", 1):
                 continue  # ratios of two protocols are not comparable
-            if usual and bench.taken_disturbed(perf, usual):
+            pairs.append((perf, entry, bench.reference_drift(perf, entry.perf)))
+        drifts = [d for _, _, d in pairs if d]
+        usual_drift = statistics.median(drifts) if drifts else None
+        for perf, entry, drift in pairs:
+            if drift and usual_drift:
+                busy = bench.taken_busy(drift, usual_drift)
+            else:
+                busy = "new" if usual and bench.taken_disturbed(perf, usual) else None
+                busy = busy or ("stored" if usual and bench.taken_disturbed(entry.perf, usual) else None)
+            if busy == "new":
                 continue  # its slow reference deflated the ratio: it teaches nothing
-            if usual and bench.taken_disturbed(entry.perf, usual):
+            if busy == "stored":
                 entry.perf = perf
                 continue
             seen = bench.widened(entry.perf, perf["ratio"])

@@ -60,6 +60,7 @@ __all__ = [
     "peak_memory",
     "pooled",
     "quartiles",
+    "reference_drift",
     "reference_workload",
     "same_draws",
     "seen_range",
@@ -68,6 +69,7 @@ __all__ = [
     "slowdowns",
     "steady_allocator",
     "stopped_log",
+    "taken_busy",
     "taken_disturbed",
     "thaw",
     "usual_of",
@@ -773,6 +775,22 @@ def taken_disturbed(stored: dict[str, Any], usual: float) -> bool:
     return bool(reference) and disturbed(reference, [usual])
 
 
+def taken_busy(drift: float, usual_drift: float) -> str | None:
+    """Which of two measurements of one case was taken on a busy machine, by ``drift`` (the new
+    reference median over the stored one) against the run's usual drift: "new", "stored" or None."""
+    if drift > DISTURBED * usual_drift:
+        return "new"
+    if drift * DISTURBED < usual_drift:
+        return "stored"
+    return None
+
+
+def reference_drift(new: dict[str, Any], stored: dict[str, Any]) -> float | None:
+    """A stored measurement's reference median over another's of the same case (None without)."""
+    a, b = (new.get("reference") or {}).get("median"), (stored.get("reference") or {}).get("median")
+    return a / b if a and b else None
+
+
 def compare_latency(
     baseline: dict[str, Any],
     new: Measurement,
@@ -795,7 +813,7 @@ def compare_latency(
         return Verdict("unchanged", "latency", "no baseline samples")
     drift, usual_drift = new.extra.get("drift"), new.extra.get("usual_drift")
     if drift and usual_drift:
-        busy = usual_drift / drift if drift * DISTURBED < usual_drift else None
+        busy = usual_drift / drift if taken_busy(drift, usual_drift) == "stored" else None
     else:
         busy = baseline["reference"]["median"] / usual if usual and taken_disturbed(baseline, usual) else None
     if busy is not None:
