@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hfci.bench import descendants
 from hfci.errors import HfciError
 from hfci.matrix import durations_on, read_recorded, replay, speed_ratio
 from hfci.results import case_durations, read_results_file, results_files
@@ -90,27 +91,18 @@ def report_balance(args: argparse.Namespace, measured_path: str) -> None:
     print("\n".join(balance_lines(plan_from, measured, args.shards, ratio)))
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0  # it exited while we looked
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields.get("VmRSS", "0 kB").split()[0])
+
+
 def _tree_rss_kib(root: int) -> int:
     """The resident memory of ``root`` and every descendant, from /proc (0 where it is absent)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue  # it exited while we looked
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        pid, ppid = int(entry), int(fields.get("PPid", "0").strip() or 0)
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0])
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack += children.get(pid, [])
-    return total
+    return sum(_rss_kib(pid) for pid in [root, *descendants(root)])
 
 
 def busy_jiffies() -> tuple[float, int]:
