@@ -181,8 +181,8 @@ class HfciSession:
         return os.path.join(tempfile.gettempdir(), f"hfci-machine-{uid}.lock")
 
     def _stopped_time(self) -> bench.StoppedTime:
-        path = self.lock_path()
-        if self._stopped is None or self._stopped.path != (path and bench.stopped_log(path)):
+        if self._stopped is None:  # the lock path is the run's, fixed once configured
+            path = self.lock_path()
             self._stopped = bench.StoppedTime(path and bench.stopped_log(path))
         return self._stopped
 
