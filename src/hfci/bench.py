@@ -778,9 +778,9 @@ def taken_disturbed(stored: dict[str, Any], usual: float) -> bool:
 def taken_busy(drift: float, usual_drift: float) -> str | None:
     """Which of two measurements of one case was taken on a busy machine, by ``drift`` (the new
     reference median over the stored one) against the run's usual drift: "new", "stored" or None."""
-    if drift > DISTURBED * usual_drift:
+    if disturbed(drift, [usual_drift]):
         return "new"
-    if drift * DISTURBED < usual_drift:
+    if disturbed(usual_drift, [drift]):
         return "stored"
     return None
 
