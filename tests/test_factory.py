@@ -196,3 +196,22 @@ def test_models_toml_entries_are_well_formed():
             assert failure.get("expect") in (None, *EXPECTATIONS), model_type
             reason = failure.get("reason", "")
             assert reason and "unknown" not in reason.lower(), model_type
+
+
+@pytest.mark.parametrize(("model_type", "head"), [("gpt2", "LMHeadModel"), ("resnet", "ForImageClassification")])
+def test_every_weight_carries_information(catalog, model_type, head):
+    import torch
+
+    model = build_case(catalog[model_type], head).model
+    constant = [n for n, p in model.named_parameters() if p.numel() > 1 and bool((p == p.flatten()[0]).all())]
+    assert constant == [], "a tensor left at its constant init cannot show a backend that drops it"
+    stats = [b for n, b in model.named_buffers() if n.endswith("running_var")]
+    assert all(bool((b > 0).all()) and not bool((b == 1).all()) for b in stats)
+    # Dropping the biases (what a faulty backend might do) now changes the outputs.
+    case = build_case(catalog[model_type], head)
+    reference = case.model(**case.inputs).logits
+    with torch.no_grad():
+        for name, parameter in case.model.named_parameters():
+            if name.endswith("bias"):
+                parameter.zero_()
+    assert not torch.allclose(case.model(**case.inputs).logits, reference, atol=1e-4, rtol=1e-3)

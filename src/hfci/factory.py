@@ -4,6 +4,9 @@ The config class of the model type is taken with its defaults and shrunk by the 
 of ``data/shrink.toml`` at every nesting level, then kept self-consistent (heads dividing
 widths, token ids inside the vocabulary, per-layer lists matching the layer count). What the
 rules cannot know about one model type comes from ``data/models.toml``.
+
+The initialisation is then perturbed (see :func:`inform_weights`): a fresh model's biases are 0
+and its norm scales 1, so a backend that dropped them would compute the same outputs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "MissingDependency",
     "build_model",
     "config_class",
+    "inform_weights",
     "make_consistent",
     "overrides",
     "shrink",
@@ -699,7 +703,51 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
         model = cls(config)
     except ImportError as error:
         raise _dependency_error(error) from error
+    inform_weights(model, seed)
     return model.eval().to(device)
+
+
+# How far the noise moves a tensor, relative to its root mean square: a norm scale of 1 becomes
+# 1 +- 0.1, a weight keeps its spread within 1 %. A tensor that is all zeros (a bias, a gate)
+# gets noise of _ZERO_SCALE, the size of a typical initial weight.
+_RELATIVE_NOISE = 0.1
+_ZERO_SCALE = 0.02
+# Learned statistics kept as buffers (batch norm's, frozen or not); every other buffer is derived
+# from the config (rotary frequencies, position tables, masks) and left as built.
+_STATISTICS = {"running_mean": "shift", "running_var": "scale"}
+
+
+def inform_weights(model: Any, seed: int = SEED) -> None:
+    """Seeded noise on every floating parameter and learned statistic, so each one shows.
+
+    Without it, dropping a bias or a norm's scale changes nothing: they are still at their
+    initial 0 and 1. A variance is scaled, never shifted, so it stays positive.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for _, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
+            if parameter.is_floating_point() and parameter.numel():
+                _add_noise(parameter, generator)
+        for name, buffer in sorted(model.named_buffers(), key=lambda item: item[0]):
+            how = _STATISTICS.get(name.rsplit(".", 1)[-1])
+            if how is None or not buffer.is_floating_point() or not buffer.numel():
+                continue
+            if how == "shift":
+                _add_noise(buffer, generator)
+            else:
+                noise = torch.randn(buffer.shape, generator=generator).to(buffer)
+                buffer.mul_((1 + _RELATIVE_NOISE * noise).clamp(min=0.5))
+
+
+def _add_noise(tensor: Any, generator: Any) -> None:
+    import torch
+
+    rms = tensor.detach().float().pow(2).mean().sqrt().item()
+    scale = _RELATIVE_NOISE * rms if rms > 0 and math.isfinite(rms) else _ZERO_SCALE
+    noise = torch.randn(tensor.shape, generator=generator)
+    tensor.add_(noise.to(tensor) * scale)
 
 
 def _config_for(cls: type, config: Any) -> Any:
