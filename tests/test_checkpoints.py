@@ -321,4 +321,6 @@ def test_the_readme_s_worked_example_runs_as_written(tmp_path: Path, saved: dict
     # The critical tier's bert (the default selection) with the README's known failure of `mine`.
     outcome, reason = verdicts["bert/ForMaskedLM", "parity", "mine"]
     assert outcome == "xfailed" and reason.startswith("our engine has no bert kernels yet")
+    raised = {r["raised"] for r in records(tmp_path) if r["case"] == "bert/ForMaskedLM"}
+    assert raised == {"NotImplementedError: no bert kernels"}
     assert len(list((tmp_path / "perf" / "baselines").glob("*.json"))) == 1  # [tool.hfci] baselines

@@ -73,3 +73,49 @@ def test_device_parity_catches_a_device_that_computes_otherwise(gpt2):
         other.model.lm_head.weight.mul_(1.01)  # the planted bug: one matmul off by 1 %
     with pytest.raises(checks.CheckFailed, match="cpu differs from cpu: logits: max abs diff"):
         checks.check_device_parity(dataclasses.replace(other), gpt2)
+
+
+def _forgetful_update(update):
+    """A cache that stores every step but hands attention only the newest keys and values."""
+
+    def planted(self, key_states, value_states, *args, **kwargs):
+        update(self, key_states, value_states, *args, **kwargs)
+        return key_states, value_states
+
+    return planted
+
+
+def _evicting_update(update):
+    """A cache that loses the first position it holds, as a wrong window eviction would."""
+
+    def planted(self, key_states, value_states, *args, **kwargs):
+        keys, values = update(self, key_states, value_states, *args, **kwargs)
+        return (
+            (keys[..., 1:, :], values[..., 1:, :])
+            if keys.shape[-2] > key_states.shape[-2]
+            else (keys, values)
+        )
+
+    return planted
+
+
+@pytest.mark.parametrize(
+    ("model_type", "head"),
+    [("gpt2", "LMHeadModel"), ("llama", "ForCausalLM"), ("t5", "ForConditionalGeneration")],
+)
+@pytest.mark.parametrize("plant", [_forgetful_update, _evicting_update])
+def test_cache_catches_a_broken_cache(model_type, head, plant, monkeypatch):
+    from transformers import cache_utils
+
+    case = build_case(load_catalog()[model_type], head)
+    checks.check_cache(case)
+    monkeypatch.setattr(cache_utils.DynamicLayer, "update", plant(cache_utils.DynamicLayer.update))
+    with pytest.raises(checks.CheckFailed, match=r"with the cache|cached decoding step"):
+        checks.check_cache(case)
+
+
+def test_generate_catches_a_decoder_that_ignores_the_requested_length(gpt2, monkeypatch):
+    generate = gpt2.model.generate
+    monkeypatch.setattr(gpt2.model, "generate", lambda **inputs: generate(**inputs, max_new_tokens=5))
+    with pytest.raises(checks.CheckFailed, match=r"generated length 13 > prompt 8 \+ 3"):
+        checks.check_generate(gpt2)

@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from hfci.pytest.cases import fails_as_expected
+from hfci.factory import MissingDependency
+from hfci.project import ProjectError, tool_table
+from hfci.pytest.cases import fails_as_expected, raised
 from hfci.pytest.isolation import default_max_memory, parse_memory, release_memory, rss_bytes
 
 PLANTED = """
@@ -205,7 +207,34 @@ def test_a_known_failure_names_what_it_expects() -> None:
     assert fails_as_expected({"expect": "timeout"}, timeout)
     assert not fails_as_expected({"expect": "timeout"}, ValueError("shapes"))
     assert not fails_as_expected({"expect": "crash"}, ValueError("shapes"))
-    assert fails_as_expected({}, ValueError("any exception, as before"))
+    # A build error is matched by what the build raised, through the chain of causes.
+    try:
+        try:
+            raise AttributeError("'Qwen2Config' object has no attribute 'text_config'")
+        except AttributeError as cause:
+            raise pytest.fail.Exception("build: building failed", pytrace=False) from cause
+    except pytest.fail.Exception as failed:
+        build = failed
+    assert fails_as_expected({"raises": "AttributeError", "match": "no attribute 'text_config'"}, build)
+    assert raised(build) == "AttributeError: 'Qwen2Config' object has no attribute 'text_config'"
+    assert not fails_as_expected({"raises": "AttributeError", "match": "hidden_size"}, build)
+    assert not fails_as_expected({"raises": "TypeError"}, build)
+    # A base class names its subclasses.
+    assert fails_as_expected({"raises": "FactoryError"}, MissingDependency("timm"))
+    assert not fails_as_expected({"raises": "FactoryError"}, ValueError("shapes"))
+
+
+def test_a_known_failure_that_says_nothing_of_how_it_fails_is_refused(tmp_path) -> None:
+    entries = {
+        "says neither what it raises": '{ check = "parity", head = "*", reason = "my kernel" }',
+        r"match = '\(\[' is no regular expression": '{ check = "parity", reason = "x", match = "([" }',
+    }
+    for i, (message, entry) in enumerate(entries.items()):
+        pyproject = tmp_path / str(i) / "pyproject.toml"
+        pyproject.parent.mkdir()
+        pyproject.write_text(f"[tool.hfci.models.bert]\nknown_failures = [{entry}]\n")
+        with pytest.raises(ProjectError, match=message):
+            tool_table("models", pyproject)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

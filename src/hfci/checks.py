@@ -17,6 +17,7 @@ __all__ = [
     "PROBE_TEXT",
     "CheckFailed",
     "CheckSkipped",
+    "check_cache",
     "check_determinism",
     "check_device_parity",
     "check_forward",
@@ -121,17 +122,15 @@ def check_save_load(case: TinyCase, reference: Any) -> None:
         raise CheckFailed("reloaded model differs: " + "; ".join(problems[:5]))
 
 
-def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
-    """Greedy generation yields ``new_tokens`` more tokens per sequence."""
-    import torch
-
+def _generation(case: TinyCase, new_tokens: int) -> tuple[dict[str, Any], Any]:
+    """The prompt inputs and a greedy generation config asking for exactly ``new_tokens``."""
     if not case.record.head(case.head).generative:
         raise CheckSkipped("not a generative head")
     if not case.model.can_generate():
         raise CheckSkipped(f"{type(case.model).__name__} cannot generate")
-    inputs = {k: v for k, v in case.inputs.items() if not k.startswith("decoder_")}
-    original = case.model.generation_config
-    config = copy.deepcopy(original)
+    # The forward checks turn the cache off; generation takes the path real decoding takes.
+    inputs = {k: v for k, v in case.inputs.items() if not k.startswith("decoder_") and k != "use_cache"}
+    config = copy.deepcopy(case.model.generation_config)
     if config.pad_token_id is None:
         config.pad_token_id = config.eos_token_id if config.eos_token_id is not None else 0
     if (
@@ -143,33 +142,168 @@ def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
         config.decoder_start_token_id = config.pad_token_id
     config.max_new_tokens = config.min_new_tokens = new_tokens
     config.do_sample = False
+    return inputs, config
+
+
+def _generate(case: TinyCase, inputs: dict[str, Any], config: Any, **options: Any) -> Any:
+    import torch
+
     # Set on the model rather than passed in: some generate() overrides (BLIP's) pass their own
     # generation arguments down and would receive ours twice.
+    original = case.model.generation_config
     case.model.generation_config = config
     try:
         with torch.inference_mode():
-            output = case.model.generate(**inputs)
+            return case.model.generate(**inputs, **options)
     finally:
         case.model.generation_config = original
+
+
+def _sequences(output: Any) -> Any:
+    import torch
+
     sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
     if sequences is None:
         raise CheckFailed(f"generate returned {type(output).__name__} without sequences")
-    batch = input_batch(case)
-    if sequences.shape[0] != batch:
-        raise CheckFailed(f"generated batch {sequences.shape[0]} != {batch}")
-    prompt = 0
+    return sequences
+
+
+def _prompt_length(case: TinyCase, inputs: dict[str, Any], sequences: Any) -> int:
+    """How many leading positions of ``sequences`` are the prompt (0 where that is unknown).
+
+    Decoder-only models return the prompt first; vision-language models may drop their image
+    placeholders from it, and then only the new tokens can be counted.
+    """
+    import torch
+
     ids = inputs.get("input_ids")
-    # Decoder-only models return the prompt first; vision-language models may drop their image
-    # placeholders from it, and then only the new tokens can be counted.
     if (
         ids is not None
         and not case.model.config.is_encoder_decoder
         and sequences.shape[-1] >= ids.shape[1]
         and torch.equal(sequences[:, : ids.shape[1]].cpu(), ids.cpu())
     ):
-        prompt = ids.shape[1]
+        return ids.shape[1]
+    return 0
+
+
+def check_generate(case: TinyCase, new_tokens: int = 3) -> None:
+    """Greedy generation yields exactly ``new_tokens`` more tokens per sequence."""
+    inputs, config = _generation(case, new_tokens)
+    sequences = _sequences(_generate(case, inputs, config))
+    batch = input_batch(case)
+    if sequences.shape[0] != batch:
+        raise CheckFailed(f"generated batch {sequences.shape[0]} != {batch}")
+    prompt = _prompt_length(case, inputs, sequences)
     if sequences.shape[-1] < prompt + new_tokens:
         raise CheckFailed(f"generated length {sequences.shape[-1]} < prompt {prompt} + {new_tokens}")
+    if prompt and sequences.shape[-1] > prompt + new_tokens:
+        # min and max new tokens were both set: more means the request did not reach the decoder.
+        raise CheckFailed(f"generated length {sequences.shape[-1]} > prompt {prompt} + {new_tokens}")
+
+
+def check_cache(case: TinyCase, new_tokens: int = 3) -> None:
+    """Decoding with the cache computes what decoding without it computes.
+
+    Greedy ``generate`` with the cache and without it give the same tokens; the logits of each
+    cached step equal those of one forward, without a cache, over the whole generated sequence
+    at that position; and where no logits processor changed a step's choice, its token is the
+    argmax of that forward there. A near-tie (the two best logits within the tolerance) is not
+    judged: either token is right.
+    """
+    import torch
+
+    inputs, config = _generation(case, new_tokens)
+    decoder = case.inputs.get("decoder_input_ids")
+    if decoder is not None and decoder.dim() == 2 and decoder.shape[0] == input_batch(case):
+        # Decoding continues the case's decoder prompt: a cache of distinct tokens, where one
+        # start token repeated would hide a cache that forgets.
+        inputs["decoder_input_ids"] = decoder
+    # Nothing stops early: every row decodes all its steps, so the positions line up.
+    config.min_new_tokens = None
+    config.eos_token_id = None
+    options = {"return_dict_in_generate": True, "output_logits": True, "output_scores": True}
+    try:
+        cached = _generate(case, inputs, config, use_cache=True, **options)
+    except Exception as error:
+        raise CheckSkipped(
+            f"generate fails ({type(error).__name__}); the generate check reports it"
+        ) from None
+    try:
+        plain = _generate(case, inputs, config, use_cache=False, **options)
+    except Exception as error:
+        raise CheckFailed(f"generate without the cache fails: {type(error).__name__}: {error}") from None
+    with_cache, without = _sequences(cached), _sequences(plain)
+    steps = list(getattr(cached, "logits", None) or ())
+    if with_cache.shape != without.shape:
+        raise CheckFailed(
+            f"generate: {tuple(with_cache.shape)} tokens with the cache, {tuple(without.shape)} without"
+        )
+    different = (with_cache != without).any(dim=0).nonzero().flatten()
+    first = int(different[0]) if len(different) else None
+    new_from = with_cache.shape[-1] - len(steps)
+    if first is not None and not (steps and first >= new_from and _near_tie(steps[first - new_from])):
+        raise CheckFailed(
+            f"generate gives other tokens with the cache than without, from position {first}: "
+            f"{with_cache[:, first:].tolist()} vs {without[:, first:].tolist()}"
+        )
+    full = _full_forward_logits(case, inputs, with_cache, len(steps))
+    if full is None:
+        return
+    atol, rtol = runners.tolerance("eager")
+    scores = list(getattr(cached, "scores", None) or ())
+    for i, step in enumerate(steps):
+        expected = full[:, new_from - 1 + i]
+        if step.shape != expected.shape:
+            raise CheckSkipped(f"step logits {tuple(step.shape)} do not line up with the forward's")
+        if not torch.allclose(step.float(), expected.float(), atol=atol, rtol=rtol):
+            diff = (step.float() - expected.float()).abs().max().item()
+            raise CheckFailed(
+                f"cached decoding step {i} differs from a forward over the whole sequence: max abs diff {diff:.3g}"
+            )
+        unchanged = i < len(scores) and torch.equal(scores[i].argmax(-1), step.argmax(-1))
+        token = with_cache[:, new_from + i]
+        chosen = expected.argmax(-1).to(token.device)
+        if unchanged and not torch.equal(chosen, token) and not _near_tie(expected):
+            raise CheckFailed(f"greedy token {i} is {token.tolist()}, the forward's argmax {chosen.tolist()}")
+
+
+def _near_tie(logits: Any) -> bool:
+    """Whether some row's two best logits are within the float32 tolerance of each other."""
+    atol, rtol = runners.tolerance("eager")
+    top = logits.float().topk(2, dim=-1).values
+    return bool(((top[..., 0] - top[..., 1]) <= atol + rtol * top[..., 0].abs()).any())
+
+
+def _full_forward_logits(case: TinyCase, inputs: dict[str, Any], sequences: Any, steps: int) -> Any:
+    """Logits of one uncached forward over the prompt and the generated tokens, or None where the
+    generated sequence cannot be fed back (a prompt it does not start with, codebook rows)."""
+    import torch
+
+    if not steps or sequences.dim() != 2 or sequences.shape[0] != input_batch(case):
+        return None
+    fed = dict(inputs, use_cache=False) if "use_cache" in case.inputs else dict(inputs)
+    if case.model.config.is_encoder_decoder:
+        fed["decoder_input_ids"] = sequences
+    else:
+        prompt = _prompt_length(case, inputs, sequences)
+        if not prompt:
+            return None
+        grown = sequences.shape[-1] - prompt
+        for name, value in inputs.items():
+            # Per-token inputs (mask, token types) grow with the text: new tokens are text tokens.
+            if (
+                isinstance(value, torch.Tensor)
+                and value.dim() == 2
+                and value.shape == inputs["input_ids"].shape
+            ):
+                fed[name] = torch.cat([value, value[:, -1:].expand(-1, grown)], dim=1)
+        fed["input_ids"] = sequences
+    with torch.inference_mode():
+        logits = getattr(case.model(**fed), "logits", None)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[1] != sequences.shape[1]:
+        return None
+    return logits
 
 
 def check_pipeline(case: TinyCase) -> dict[str, Any]:

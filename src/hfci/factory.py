@@ -726,10 +726,20 @@ def inform_weights(model: Any, seed: int = SEED) -> None:
     import torch
 
     generator = torch.Generator().manual_seed(seed + 1)
+    # A padding row is structure, not a weight: loading re-initialises it (to zero) where an
+    # embedding is tied, so noise there would only show as a save/load difference.
+    padding = [
+        (m.weight, m.padding_idx, m.weight[m.padding_idx].clone())
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding) and m.padding_idx is not None
+    ]
     with torch.no_grad():
         for _, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
-            if parameter.is_floating_point() and parameter.numel():
+            # A frozen parameter is a table the model computes (sinusoidal positions), not a weight.
+            if parameter.is_floating_point() and parameter.numel() and parameter.requires_grad:
                 _add_noise(parameter, generator)
+        for weight, index, row in padding:
+            weight[index] = row
         for name, buffer in sorted(model.named_buffers(), key=lambda item: item[0]):
             how = _STATISTICS.get(name.rsplit(".", 1)[-1])
             if how is None or not buffer.is_floating_point() or not buffer.numel():

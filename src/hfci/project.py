@@ -26,11 +26,13 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = [
     "CHECKPOINT_KEYS",
     "ENTRY_KEYS",
+    "EXPECTATIONS",
     "FAILURE_KEYS",
     "FOLDERS",
     "TABLES",
     "ProjectError",
     "checkpoint_entries",
+    "failure_problem",
     "find_pyproject",
     "folder",
     "tool_table",
@@ -43,7 +45,20 @@ FOLDERS = {"baselines": "baselines", "matrices": "matrices", "results": "results
 ENTRY_KEYS = ("config", "inputs", "skip", "known_failures")
 # What an entry of [tool.hfci.checkpoints] may say, when it is a table rather than a path.
 CHECKPOINT_KEYS = ("path", "hub")
-FAILURE_KEYS = ("check", "head", "device", "runner", "run", "reason", "transformers", "expect")
+# What a known failure may say it expects (``expect = ...``) instead of the exception it raises.
+EXPECTATIONS = ("crash", "timeout")
+FAILURE_KEYS = (
+    "check",
+    "head",
+    "device",
+    "runner",
+    "run",
+    "reason",
+    "raises",
+    "match",
+    "transformers",
+    "expect",
+)
 
 
 class ProjectError(HfciError):
@@ -78,6 +93,32 @@ def _check_models(path: Path, models: Any) -> None:
             _unknown(f"{where} known_failures", failure, FAILURE_KEYS)
             if not failure.get("reason"):
                 raise ProjectError(f"{where} known_failures: every entry needs a reason")
+            problem = failure_problem(failure)
+            if problem:
+                raise ProjectError(f"{where} known_failures: {problem}")
+
+
+def failure_problem(failure: dict[str, Any]) -> str | None:
+    """What is wrong with a known failure's expectation, or None: it must say how it fails."""
+    expect = failure.get("expect")
+    if expect is not None and expect not in EXPECTATIONS:
+        return f"expect = {expect!r}; valid: {', '.join(EXPECTATIONS)}"
+    if expect is None and not (failure.get("raises") or failure.get("match")):
+        return (
+            f"the entry for {failure.get('check', '*')!r} says neither what it raises (raises = "
+            "'ExceptionType', match = 'message pattern') nor expect = 'crash' | 'timeout'; "
+            "without it any failure would pass as the known one"
+        )
+    raises = failure.get("raises")
+    if raises is not None and not (
+        isinstance(raises, str) or (isinstance(raises, list) and all(isinstance(r, str) for r in raises))
+    ):
+        return f"raises = {raises!r}: expected an exception class name or a list of them"
+    try:
+        re.compile(failure.get("match") or "")
+    except re.error as error:
+        return f"match = {failure['match']!r} is no regular expression: {error}"
+    return None
 
 
 def _check_select(path: Path, select: Any) -> None:

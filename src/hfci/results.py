@@ -69,6 +69,7 @@ CHECKS = (
     "save_load",
     "benchmark",
     "generate",
+    "cache",
     "pipeline",
     "device_parity",
     "parity",
@@ -95,6 +96,8 @@ class Record:
     tier: str = ""
     metrics: dict[str, Any] | None = None
     runner: str = "eager"
+    # What an expected failure raised (its reason is the known-failure entry's).
+    raised: str | None = None
 
     def __post_init__(self) -> None:
         # Files and callers hand in plain strings; one vocabulary from here on.

@@ -36,7 +36,7 @@ tier = ["critical"]
 # mine = "my_backend.hfci:run"
 
 # [tool.hfci.models.bert]
-# known_failures = [{ check = "parity", runner = "mine", reason = "my backend has no ... kernel yet" }]
+# known_failures = [{ check = "parity", runner = "mine", raises = "NotImplementedError", reason = "my backend has no ... kernel yet" }]
 """
 
 

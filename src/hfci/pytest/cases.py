@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,7 +18,6 @@ from hfci.results import CHECKS
 from hfci.selection import Selection, parse_shard
 
 __all__ = [
-    "EXPECTATIONS",
     "CaseSpec",
     "build_spec",
     "case_meta",
@@ -112,20 +112,42 @@ def known_failure(spec: CaseSpec, check: str) -> str | None:
     return entry.get("reason", "known failure") if entry is not None else None
 
 
-# What a known failure may say it expects (``expect = ...``); without it, any exception.
-EXPECTATIONS = ("crash", "timeout")
-
-
 def fails_as_expected(entry: dict[str, Any], error: BaseException) -> bool:
     """Whether an exception is the failure a known-failure entry expects.
 
+    ``raises`` names the exception's class, or a list of them (a base class: ``FactoryError``
+    covers ``MissingDependency``), and ``match`` is a pattern its message contains; either may be found
+    anywhere in the chain of causes, so a build error matches by what the build raised.
     ``expect = "timeout"`` matches pytest-timeout's failure only; ``expect = "crash"`` matches no
     exception, since a crash ends the worker instead (see :mod:`hfci.pytest.isolation`).
     """
     expect = entry.get("expect")
     if expect == "timeout":
         return str(error).startswith("Timeout (>")
-    return expect != "crash"
+    if expect == "crash":
+        return False
+    chain = list(_causes(error))
+    raises, pattern = entry.get("raises"), entry.get("match")
+    names = [raises] if isinstance(raises, str) else list(raises or ())
+    if names and not any(cls.__name__ in names for e in chain for cls in type(e).__mro__):
+        return False
+    return not pattern or any(re.search(pattern, str(e)) for e in chain)
+
+
+def raised(error: BaseException) -> str:
+    """``Type: first line`` of what was raised: the root of its causes (a build error's own)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def case_params(check: str, cases: list[CaseSpec], runners: tuple[str, ...]) -> list[Any]:
@@ -135,7 +157,7 @@ def case_params(check: str, cases: list[CaseSpec], runners: tuple[str, ...]) -> 
     wanted = [r for r in chosen if r != "eager"] if check == "parity" else [r for r in chosen if r == "eager"]
     params = []
     for base in cases:
-        if check == "generate" and not base.record.head(base.head).generative:
+        if check in ("generate", "cache") and not base.record.head(base.head).generative:
             continue
         if check == "device_parity" and base.device == "cpu":
             continue

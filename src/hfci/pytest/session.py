@@ -39,6 +39,7 @@ from hfci.pytest.cases import (
     item_meta,
     known_failure_entry,
     param_index,
+    raised,
     run_order,
     selected_cases,
     spec_of_node_id,
@@ -227,6 +228,8 @@ class HfciSession:
                 # It failed, but not as its entry says it does: that is a failure of its own.
                 del report.wasxfail
                 report.outcome = "failed"
+            else:
+                report.user_properties.append(("hfci_raised", raised(error)))
         return report
 
     # -- crashes: the xdist controller's side ----------------------------------------------------
@@ -315,6 +318,7 @@ class HfciSession:
                 duration=report.duration,
                 reason=_reason(report),
                 metrics=properties.get("hfci_metrics"),
+                raised=properties.get("hfci_raised"),
             )
         )
         self._write_partial()
@@ -380,10 +384,12 @@ class HfciSession:
                 built.error = error
             except Exception as error:
                 built.error = FactoryError(f"building failed: {type(error).__name__}: {str(error)[:300]}")
+                built.error.__cause__ = error
         if isinstance(built.error, MissingDependency):
             pytest.skip(f"missing optional dependency {built.error.package!r}")
         if built.error is not None:
-            pytest.fail(f"build: {built.error}", pytrace=False)
+            # Chained, so a known failure's ``raises`` matches what the build raised.
+            raise pytest.fail.Exception(f"build: {built.error}", pytrace=False) from built.error
         assert built.case is not None
         return built.case
 

@@ -77,6 +77,11 @@ def test_generate(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
     _run(checks.check_generate, hfci_session.built_case(hfci_case))
 
 
+def test_cache(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
+    """Decoding with the cache gives the tokens and logits of decoding without it."""
+    _run(checks.check_cache, hfci_session.built_case(hfci_case))
+
+
 def test_pipeline(hfci_case: CaseSpec, hfci_session: HfciSession, request: pytest.FixtureRequest) -> None:
     """The head's pipeline task runs with processors built offline (a checkpoint's: its own)."""
     facts = _run(checks.check_pipeline, hfci_session.built_case(hfci_case))
