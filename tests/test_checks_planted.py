@@ -119,3 +119,46 @@ def test_generate_catches_a_decoder_that_ignores_the_requested_length(gpt2, monk
     monkeypatch.setattr(gpt2.model, "generate", lambda **inputs: generate(**inputs, max_new_tokens=5))
     with pytest.raises(checks.CheckFailed, match=r"generated length 13 > prompt 8 \+ 3"):
         checks.check_generate(gpt2)
+
+
+def _attention_without_mask(case, monkeypatch):
+    """An attention kernel that drops the mask it is handed (causal models stay causal)."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    def planted(module, query, key, value, attention_mask, **kwargs):
+        return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+
+    AttentionInterface.register("hfci_planted_no_mask", planted)
+    case.model.set_attn_implementation("hfci_planted_no_mask")
+
+
+def _first_row_everywhere(case, monkeypatch):
+    """Every row of the batch gets the first row's logits."""
+    forward = case.model.forward
+
+    def planted(**inputs):
+        output = forward(**inputs)
+        output["logits"] = output["logits"][:1].expand_as(output["logits"]).clone()
+        return output
+
+    monkeypatch.setattr(case.model, "forward", planted)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "head"),
+    [("bert", "ForMaskedLM"), ("llama", "ForCausalLM"), ("t5", "ForConditionalGeneration")],
+)
+@pytest.mark.parametrize("plant", [_attention_without_mask, _first_row_everywhere])
+def test_padding_catches_an_ignored_mask_and_a_batch_mix_up(model_type, head, plant, monkeypatch):
+    case = build_case(load_catalog()[model_type], head)
+    checks.check_padding(case)
+    plant(case, monkeypatch)
+    with pytest.raises(checks.CheckFailed, match=r"in a batch differ from the row alone: .*logits"):
+        checks.check_padding(case)
+
+
+def test_padding_skips_what_is_no_text_batch():
+    case = build_case(load_catalog()["vit"], "Model")
+    with pytest.raises(checks.CheckSkipped, match="not a text batch with an attention mask"):
+        checks.check_padding(case)

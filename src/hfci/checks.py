@@ -6,7 +6,7 @@ import copy
 import tempfile
 from typing import Any
 
-from hfci import runners
+from hfci import runners, variants
 from hfci.case import TinyCase
 from hfci.checkpoints import checkpoint_processors
 from hfci.inputs import main_input
@@ -22,6 +22,7 @@ __all__ = [
     "check_device_parity",
     "check_forward",
     "check_generate",
+    "check_padding",
     "check_parity",
     "check_pipeline",
     "check_save_load",
@@ -299,11 +300,50 @@ def _full_forward_logits(case: TinyCase, inputs: dict[str, Any], sequences: Any,
             ):
                 fed[name] = torch.cat([value, value[:, -1:].expand(-1, grown)], dim=1)
         fed["input_ids"] = sequences
-    with torch.inference_mode():
-        logits = getattr(case.model(**fed), "logits", None)
+    try:
+        with torch.inference_mode():
+            logits = getattr(case.model(**fed), "logits", None)
+    except Exception:
+        # Inputs laid out for the prompt that do not grow by the rule above (a per-image mask
+        # over another axis): the tokens have been compared, the logits cannot be.
+        return None
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[1] != sequences.shape[1]:
         return None
     return logits
+
+
+def check_padding(case: TinyCase) -> None:
+    """Padding and batching change nothing on the real positions.
+
+    The second row is shortened and padded back to the batch's length with the pad token, its
+    mask 0 there: on the right for every text model, and also on the left (with positions
+    counted from the mask, as ``generate`` does) for a decoder that generates and takes position
+    ids. Each row of the
+    padded batch must equal that row run alone, unpadded: a mask that is ignored, padding that
+    leaks into real positions, or rows of a batch that mix all show.
+    """
+    why = variants.text_batch(case)
+    if why is not None:
+        raise CheckSkipped(f"padding: {why}")
+    atol, rtol = runners.tolerance("eager")
+    for side in variants.padding_sides(case):
+        batch = variants.padded(case, side)
+        try:
+            output, alone = variants.forward_rows(case, batch)
+        except Exception as error:
+            raise CheckSkipped(
+                f"padding: the model takes no {side}-padded batch ({type(error).__name__})"
+            ) from None
+        together = batch.rows(output, alone[1])
+        for index, single in enumerate(alone):
+            # Outputs with a row per batch row (not a codebook's or a channel's) are compared.
+            expected = {f"{n}[{index}]": t[0] for n, t in tensors(single) if f"{n}[{index}]" in together}
+            if not expected:
+                raise CheckSkipped("padding: no output has one row per batch row")
+            problems = compare(expected, {k: together[k] for k in expected}, atol=atol, rtol=rtol)
+            if problems:
+                what = "the full row" if index == 0 else f"the {side}-padded row's real positions"
+                raise CheckFailed(f"{what} in a batch differ from the row alone: " + "; ".join(problems[:5]))
 
 
 def check_pipeline(case: TinyCase) -> dict[str, Any]:
@@ -363,19 +403,27 @@ def _tokenizer_facts(tokenizer: Any, model: Any) -> dict[str, Any]:
 
 
 def check_parity(case: TinyCase, runner_name: str) -> None:
-    """A runner's outputs agree with the eager float32 reference, within its dtype's tolerance."""
+    """A runner's outputs agree with the eager float32 reference, within its dtype's tolerance.
+
+    On the case's inputs, then where they apply on a right-padded batch (its real positions) and
+    on one cached decoding step: a runner that ignores the mask or the cache differs there.
+    """
     runner = runners.load(runner_name)
-    reference = runners.eager(case.model, case.inputs)
-    try:
-        result = runners.outputs_of(runner_name, runner(case.model, case.inputs))
-    except runners.RunnerSkip as why:
-        raise CheckSkipped(f"{runner_name}: {why}") from None
-    except runners.RunnerError as error:
-        raise CheckFailed(str(error)) from None
     atol, rtol = runners.tolerance(runner_name)
-    problems = compare(reference, result, atol=atol, rtol=rtol)
-    if problems:
-        raise CheckFailed(f"{runner_name} differs from eager: " + "; ".join(problems[:5]))
+    for variant in variants.parity_variants(case):
+        reference = variant.compared(runners.eager(case.model, variant.inputs()))
+        try:
+            result = runners.outputs_of(runner_name, runner(case.model, variant.inputs()))
+        except runners.RunnerSkip as why:
+            if not variant.label:
+                raise CheckSkipped(f"{runner_name}: {why}") from None
+            continue  # the runner takes the case, but not this layout of its inputs
+        except runners.RunnerError as error:
+            raise CheckFailed(str(error)) from None
+        problems = compare(reference, variant.compared(result), atol=atol, rtol=rtol)
+        if problems:
+            where = f" on {variant.label}" if variant.label else ""
+            raise CheckFailed(f"{runner_name} differs from eager{where}: " + "; ".join(problems[:5]))
 
 
 def check_device_parity(case: TinyCase, cpu_case: TinyCase, atol: float = 1e-3, rtol: float = 1e-3) -> None:

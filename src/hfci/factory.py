@@ -11,6 +11,7 @@ and its norm scales 1, so a backend that dropped them would compute the same out
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -697,7 +698,7 @@ def build_model(record: ModelRecord, head_name: str, device: str = "cpu", seed: 
         cls = getattr(transformers, head.class_name)
     except (AttributeError, ImportError) as error:
         raise _dependency_error(error) from error
-    config = _config_for(cls, config)
+    config = _as_decoder(_config_for(cls, config), head.mappings)
     torch.manual_seed(seed)
     try:
         model = cls(config)
@@ -758,6 +759,21 @@ def _add_noise(tensor: Any, generator: Any) -> None:
     scale = _RELATIVE_NOISE * rms if rms > 0 and math.isfinite(rms) else _ZERO_SCALE
     noise = torch.randn(tensor.shape, generator=generator)
     tensor.add_(noise.to(tensor) * scale)
+
+
+def _as_decoder(config: Any, mappings: Any) -> Any:
+    """A causal-LM head of an encoder family (BERT, RoBERTa, ...) decodes: ``is_decoder`` on.
+
+    Those configs default to a bidirectional encoder, and their causal-LM heads only warn:
+    generation would then attend to tokens not yet generated, as no real decoder does.
+    """
+    if "MODEL_FOR_CAUSAL_LM" not in mappings or getattr(config, "is_decoder", None) is not False:
+        return config
+    if getattr(config, "is_encoder_decoder", False):
+        return config
+    config = copy.deepcopy(config)
+    config.is_decoder = True
+    return config
 
 
 def _config_for(cls: type, config: Any) -> Any:

@@ -67,6 +67,7 @@ CHECKS = (
     "forward",
     "determinism",
     "save_load",
+    "padding",
     "benchmark",
     "generate",
     "cache",

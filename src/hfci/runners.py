@@ -126,15 +126,25 @@ def _cast(dtype_name: str) -> Runner:
         if device.type == "cpu" and dtype is torch.float16 and not _cpu_supports_fp16():
             raise RunnerSkip("this CPU build has no float16 matmul")
         cast_model = copy.deepcopy(model).to(dtype)
-        cast_inputs = {
-            k: v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v
-            for k, v in inputs.items()
-        }
-        return seeded_forward(cast_model, cast_inputs)
+        return seeded_forward(cast_model, {k: _cast_value(v, dtype) for k, v in inputs.items()})
 
     run.__name__ = dtype_name
     run.__doc__ = f"The model and its float inputs cast to {dtype_name}."
     return run
+
+
+def _cast_value(value: Any, dtype: Any) -> Any:
+    """A float tensor in ``dtype``; a cache (a decoding step's) with its keys and values too."""
+    if hasattr(value, "is_floating_point"):
+        return value.to(dtype) if value.is_floating_point() else value
+    if hasattr(value, "layers"):
+        value = copy.deepcopy(value)
+        for layer in value.layers:
+            for name in ("keys", "values"):
+                tensor = getattr(layer, name, None)
+                if hasattr(tensor, "is_floating_point") and tensor.is_floating_point():
+                    setattr(layer, name, tensor.to(dtype))
+    return value
 
 
 @cache
@@ -152,6 +162,8 @@ def export(model: Any, inputs: dict[str, Any]) -> Any:
     """torch.export traces the model; the exported program's outputs are compared."""
     import torch
 
+    if any(hasattr(v, "layers") for v in inputs.values()):
+        raise RunnerSkip("a decoding step's cache object is not exported")
     # torch.export takes tensors first, then the other keyword arguments.
     tensor_inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
     others = {k: v for k, v in inputs.items() if k not in tensor_inputs}

@@ -77,6 +77,11 @@ def test_generate(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
     _run(checks.check_generate, hfci_session.built_case(hfci_case))
 
 
+def test_padding(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
+    """Each row of a padded batch equals that row alone: masks honoured, rows kept apart."""
+    _run(checks.check_padding, hfci_session.built_case(hfci_case))
+
+
 def test_cache(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
     """Decoding with the cache gives the tokens and logits of decoding without it."""
     _run(checks.check_cache, hfci_session.built_case(hfci_case))
