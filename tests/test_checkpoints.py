@@ -114,7 +114,16 @@ def test_a_project_s_checkpoint_runs_every_check_with_its_own_tokenizer(project:
     outcomes = {(r["check"], r["runner"]): r["outcome"] for r in found}
     assert outcomes == {
         (check, "eager"): "passed"
-        for check in ("forward", "determinism", "save_load", "generate", "pipeline", "benchmark")
+        for check in (
+            "forward",
+            "determinism",
+            "save_load",
+            "padding",
+            "generate",
+            "cache",
+            "pipeline",
+            "benchmark",
+        )
     } | {("parity", "sdpa"): "passed"}
     assert {(r["model_type"], r["head"], r["category"], r["tier"]) for r in found} == {
         ("gpt2", "LMHeadModel", "text", "critical")
@@ -156,7 +165,7 @@ def test_hfci_run_checkpoint_fails_the_pipeline_on_a_tokenizer_its_model_cannot_
     assert "past the model's vocabulary of 200" in found["pipeline"]["reason"]
     # The model itself is sound: the other checks ran on synthetic ids inside its vocabulary.
     assert {c: r["outcome"] for c, r in found.items() if c != "pipeline"} == dict.fromkeys(
-        ("forward", "determinism", "save_load", "generate", "benchmark"), "passed"
+        ("forward", "determinism", "save_load", "padding", "generate", "cache", "benchmark"), "passed"
     )
 
 

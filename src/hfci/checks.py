@@ -257,10 +257,10 @@ def check_cache(case: TinyCase, new_tokens: int = 3) -> None:
         expected = full[:, new_from - 1 + i]
         if step.shape != expected.shape:
             raise CheckSkipped(f"step logits {tuple(step.shape)} do not line up with the forward's")
-        if not torch.allclose(step.float(), expected.float(), atol=atol, rtol=rtol):
-            diff = (step.float() - expected.float()).abs().max().item()
+        problems = compare({"logits": expected}, {"logits": step}, atol=atol, rtol=rtol)
+        if problems:
             raise CheckFailed(
-                f"cached decoding step {i} differs from a forward over the whole sequence: max abs diff {diff:.3g}"
+                f"cached decoding step {i} differs from a forward over the whole sequence: {problems[0]}"
             )
         unchanged = i < len(scores) and torch.equal(scores[i].argmax(-1), step.argmax(-1))
         token = with_cache[:, new_from + i]
@@ -322,7 +322,7 @@ def check_padding(case: TinyCase) -> None:
     padded batch must equal that row run alone, unpadded: a mask that is ignored, padding that
     leaks into real positions, or rows of a batch that mix all show.
     """
-    why = variants.text_batch(case)
+    why = variants.text_batch(case.inputs)
     if why is not None:
         raise CheckSkipped(f"padding: {why}")
     atol, rtol = runners.tolerance("eager")

@@ -45,7 +45,12 @@ def tensors(output: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def compare(reference: Any, other: Any, atol: float = 1e-5, rtol: float = 1e-4) -> list[str]:
-    """The names of outputs that differ (shape or values) between two forwards."""
+    """The names of outputs that differ (shape or values) between two forwards.
+
+    ``atol`` is relative to each reference tensor's largest magnitude: a tiny model's logits
+    may all be below 0.05, where a fixed 1e-4 would forgive an error of a few tenths of a percent
+    of the whole output, and a depth map in hundreds would fail on rounding alone.
+    """
     import torch
 
     ref, got = dict(tensors(reference)), dict(tensors(other))
@@ -64,9 +69,11 @@ def compare(reference: Any, other: Any, atol: float = 1e-5, rtol: float = 1e-4) 
             x, y = a.float().cpu(), b.float().cpu()
             if not torch.equal(x.isnan(), y.isnan()):
                 problems.append(f"{name}: NaN in {int(x.isnan().sum())} vs {int(y.isnan().sum())} elements")
-            elif not torch.allclose(x, y, atol=atol, rtol=rtol, equal_nan=True):
-                diff = (x - y).abs().nan_to_num(0).max().item()
-                problems.append(f"{name}: max abs diff {diff:.3g}")
+            else:
+                scale = x.abs().nan_to_num(0, posinf=0, neginf=0).max().item() if x.numel() else 0.0
+                if not torch.allclose(x, y, atol=atol * (scale or 1.0), rtol=rtol, equal_nan=True):
+                    diff = (x - y).abs().nan_to_num(0).max().item()
+                    problems.append(f"{name}: max abs diff {diff:.3g} (scale {scale:.3g})")
         elif not torch.equal(a.cpu(), b.cpu()):
             problems.append(f"{name}: values differ")
     return problems

@@ -46,8 +46,12 @@ __all__ = [
 Runner = Callable[[Any, dict[str, Any]], Any]
 ENTRY_POINT_GROUP = "hfci.runners"
 
-# Parity tolerances (atol, rtol) by the dtype a runner computes in.
-TOLERANCES = {"float32": (1e-4, 1e-3), "bfloat16": (6e-2, 6e-2), "float16": (1e-2, 1e-2)}
+# Parity tolerances (atol, rtol) by the dtype a runner computes in; atol is relative to each
+# output's largest magnitude (see hfci.outputs.compare). float32 from ci/measure_tolerance.py over
+# the whole catalog (torch 2.13 CPU): eager on 1 thread against 2 differs by at most 2.3e-6 of
+# scale (vits, which samples, 4.3e-5), sdpa against eager by at most 1.4e-6 outside the models
+# whose sdpa path is a known failure; 1e-5 leaves a margin of 4x over the first.
+TOLERANCES = {"float32": (1e-5, 1e-5), "bfloat16": (6e-2, 6e-2), "float16": (1e-2, 1e-2)}
 
 
 class RunnerSkip(Exception):

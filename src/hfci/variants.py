@@ -35,10 +35,10 @@ TEXT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids", "use_c
 _PER_TOKEN = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def text_batch(case: TinyCase) -> str | None:
-    """Why the case's inputs are no text batch that can be padded, or None when they are."""
-    ids, mask = case.inputs.get("input_ids"), case.inputs.get("attention_mask")
-    if ids is None or mask is None or ids.dim() != 2 or not set(case.inputs) <= TEXT_INPUTS:
+def text_batch(inputs: dict[str, Any]) -> str | None:
+    """Why a case's inputs are no text batch that can be padded, or None when they are."""
+    ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+    if ids is None or mask is None or ids.dim() != 2 or not set(inputs) <= TEXT_INPUTS:
         return "not a text batch with an attention mask"
     if ids.shape[0] < 2 or ids.shape[1] < 4:
         return f"a batch of {tuple(ids.shape)} has no row to shorten"
@@ -46,11 +46,13 @@ def text_batch(case: TinyCase) -> str | None:
 
 
 def padding_sides(case: TinyCase) -> list[str]:
-    """Right padding for every text batch; left padding too for a decoder that generates and
-    takes position ids, so that its positions can start at the first real token."""
+    """Right padding for every text batch; left padding too for a causal decoder (a generating
+    head, or any head of a decoder-only model type) that takes position ids, so that its
+    positions can start at the first real token. Under a causal mask, right padding comes after
+    every real token and so cannot show a mask that is ignored; left padding can."""
     sides = ["right"]
-    head = case.record.head(case.head)
-    if head.generative and not case.model.config.is_encoder_decoder and _takes(case.model, "position_ids"):
+    causal = case.record.head(case.head).generative or case.record.family == "decoder-only"
+    if causal and not case.model.config.is_encoder_decoder and _takes(case.model, "position_ids"):
         sides.append("left")
     return sides
 
@@ -140,7 +142,7 @@ def decoding_step(case: TinyCase) -> Callable[[], dict[str, Any]] | None:
 
     head = case.record.head(case.head)
     config = case.model.config
-    if not head.generative or config.is_encoder_decoder or text_batch(case) is not None:
+    if not head.generative or config.is_encoder_decoder or text_batch(case.inputs) is not None:
         return None
     prompt = {k: v[:, :-1] if k in _PER_TOKEN else v for k, v in case.inputs.items()}
     try:
@@ -165,11 +167,13 @@ class Variant:
 
 
 def parity_variants(case: TinyCase) -> list[Variant]:
-    """The case's inputs, then a right-padded batch and a cached decoding step where they apply."""
+    """The case's inputs, then padded batches (right, and left for a decoder) and a cached
+    decoding step, where they apply."""
     variants = [Variant("", lambda: case.inputs, lambda output: output)]
-    if text_batch(case) is None:
-        batch = padded(case, "right")
-        variants.append(Variant("a right-padded batch", lambda: batch.inputs, batch.rows))
+    if text_batch(case.inputs) is None:
+        for side in padding_sides(case):
+            batch = padded(case, side)
+            variants.append(Variant(f"a {side}-padded batch", lambda b=batch: b.inputs, batch.rows))
     step = decoding_step(case)
     if step is not None:
         # The cache a step returns is left out of the comparison (see hfci.outputs.tensors).
