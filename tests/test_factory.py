@@ -34,9 +34,15 @@ def test_shrink_lowers_known_sizes_and_recurses():
     assert tiny["text_config"]["num_attention_heads"] == 4
 
 
-def test_shrink_keeps_multi_head_attention():
-    tiny = factory.shrink({"hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 16}, RULES)
-    assert tiny["num_key_value_heads"] == tiny["num_attention_heads"] == 4
+def test_shrink_groups_queries_where_the_config_counts_key_value_heads():
+    for kv in (16, None, 8):
+        tiny = factory.shrink(
+            {"hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": kv}, RULES
+        )
+        assert (tiny["num_attention_heads"], tiny["num_key_value_heads"]) == (4, 2)
+    assert "num_key_value_heads" not in factory.shrink(
+        {"hidden_size": 1024, "num_attention_heads": 16}, RULES
+    )
 
 
 def test_shrink_lists_layers_suffixes_and_none():
@@ -217,3 +223,16 @@ def test_every_weight_carries_information(catalog, model_type, head):
             if name.endswith("bias"):
                 parameter.zero_()
     assert not torch.allclose(case.model(**case.inputs).logits, reference, atol=1e-4, rtol=1e-3)
+
+
+def test_an_import_error_is_a_missing_dependency_only_when_the_package_is_absent():
+    absent = ModuleNotFoundError("No module named 'surely_absent_pkg'", name="surely_absent_pkg.sub")
+    assert factory.absent_package(absent) == "surely_absent_pkg"
+    assert (
+        factory.absent_package(ImportError("TimmWrapper requires the timm library but it was not found"))
+        == "timm"
+    )
+    # A package that is installed but broken, or lacks a symbol, is no missing dependency.
+    present = ImportError("cannot import name 'nonexistent' from 'torch'", name="torch")
+    assert factory.absent_package(present) is None
+    assert factory.absent_package(ImportError("requires the torch library")) is None

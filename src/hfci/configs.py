@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "TOKEN_ID_SUFFIXES",
+    "features",
     "find_setting",
     "int_list",
     "int_setting",
@@ -138,3 +139,32 @@ def special_token_ids(config: Any) -> set[int]:
                 if isinstance(value, int) and not isinstance(value, bool):
                     found.add(value)
     return found
+
+
+# Paths a real model takes that a tiny config could skip, as the config declares them.
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "multi_query_group_num")
+_EXPERTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+_TOP_K = ("num_experts_per_tok", "num_experts_per_token", "moe_k", "top_k_experts")
+
+
+def features(config: Any, seq_len: int) -> list[str]:
+    """Which of grouped-query attention, a sliding window shorter than ``seq_len``, mixed layer
+    types and mixture-of-experts routing (top-k below the expert count) a config exercises."""
+    found = set()
+    for sub in sub_configs(config):
+        values = vars(sub)
+        heads = values.get("num_attention_heads")
+        kv = next((values[k] for k in _KV_HEADS if isinstance(values.get(k), int)), None)
+        if isinstance(heads, int) and kv is not None and 0 < kv < heads:
+            found.add("grouped-query attention")
+        window = values.get("sliding_window")
+        if isinstance(window, int) and 0 < window < seq_len:
+            found.add("sliding window")
+        kinds = values.get("layer_types")
+        if isinstance(kinds, list) and len(set(map(str, kinds))) > 1:
+            found.add("mixed layer types")
+        experts = next((values[k] for k in _EXPERTS if isinstance(values.get(k), int)), None)
+        top_k = next((values[k] for k in _TOP_K if isinstance(values.get(k), int)), None)
+        if experts and top_k and 0 < top_k < experts:
+            found.add("mixture of experts")
+    return sorted(found)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import inspect
 import math
+import re
 from typing import Any
 
 from hfci import data
@@ -32,6 +34,7 @@ from hfci.outputs import SEED
 __all__ = [
     "FactoryError",
     "MissingDependency",
+    "absent_package",
     "build_model",
     "config_class",
     "inform_weights",
@@ -64,7 +67,7 @@ def shrink(d: dict[str, Any], rules: dict[str, Any] | None = None) -> dict[str, 
     layers_before = layer_count(d)
     out = {key: _shrunk_value(key, value, d, rules) for key, value in d.items()}
     _cap_suffix_ints(out, rules)
-    _keep_multi_head(d, out)
+    _group_queries(d, out)
     _keep_depthwise(d, out)
     _trim_layers(out, layers_before)
     _rescale_pinpoints(d, out)
@@ -116,15 +119,14 @@ def _cap_suffix_ints(out: dict[str, Any], rules: dict[str, Any]) -> None:
                     out[key] = limit
 
 
-def _keep_multi_head(before: dict[str, Any], out: dict[str, Any]) -> None:
-    """Multi-head attention (as many key/value heads as query heads) stays multi-head."""
+def _group_queries(before: dict[str, Any], out: dict[str, Any]) -> None:
+    """A config with a key/value head count takes grouped queries, as its real checkpoints mostly
+    do (Llama 3, Qwen2, Phi-3 default to as many as query heads): two query heads per key/value
+    head, so a backend that mis-maps them shows."""
     for heads_key, kv_key in (("num_attention_heads", "num_key_value_heads"), ("num_heads", "num_kv_heads")):
-        if (
-            before.get(kv_key) is not None
-            and before.get(kv_key) == before.get(heads_key)
-            and isinstance(out.get(heads_key), int)
-        ):
-            out[kv_key] = out[heads_key]
+        heads = out.get(heads_key)
+        if kv_key in before and isinstance(heads, int) and heads % 2 == 0 and heads > 1:
+            out[kv_key] = heads // 2
 
 
 def _keep_depthwise(before: dict[str, Any], out: dict[str, Any]) -> None:
@@ -298,8 +300,10 @@ def _fit_kv_heads(d: dict[str, Any]) -> None:
     for kv_key in ("num_key_value_heads", "num_kv_heads"):
         kv = d.get(kv_key)
         if kv_key in d and kv is None and isinstance(heads, int) and heads > 0:
-            # None means multi-head attention, but some modeling code divides by it as is.
-            d[kv_key] = kv = heads
+            # None means multi-head attention (and some modeling code divides by it as is); a
+            # config with the field supports grouped queries, which real checkpoints use: two
+            # query heads per key/value head.
+            d[kv_key] = kv = heads // 2 if heads % 2 == 0 else heads
         if isinstance(kv, int) and isinstance(heads, int) and heads > 0 and (kv > heads or heads % kv):
             d[kv_key] = math.gcd(heads, kv)
     per_layer = d.get("num_key_value_heads_per_layer")
@@ -669,20 +673,41 @@ def _with_mrope(d: dict[str, Any]) -> dict[str, Any]:
 # -- models ------------------------------------------------------------------------------------
 
 
+# Optional packages some models need, as their errors name them.
+_OPTIONAL = (
+    "timm",
+    "torchvision",
+    "sentencepiece",
+    "scipy",
+    "librosa",
+    "natten",
+    "detectron2",
+    "pytesseract",
+)
+
+
+def absent_package(error: BaseException) -> str | None:
+    """The optional package an ImportError names, if it really is not installed; else None.
+
+    Only then is the error a missing dependency: an ImportError from a package that is there
+    (a broken install, a symbol it lacks) is a failure like any other.
+    """
+    text = str(error)
+    named = [getattr(error, "name", None) or ""]
+    named += re.findall(r"requires the (\w+) library", text)
+    named += [package for package in _OPTIONAL if package in text]
+    for name in named:
+        top = name.split(".")[0]
+        if top and importlib.util.find_spec(top) is None:
+            return top
+    return None
+
+
 def _dependency_error(error: BaseException) -> FactoryError:
     text = str(error)
-    for package in (
-        "timm",
-        "torchvision",
-        "sentencepiece",
-        "scipy",
-        "librosa",
-        "natten",
-        "detectron2",
-        "pytesseract",
-    ):
-        if package in text:
-            return MissingDependency(package, text.splitlines()[0][:200])
+    package = absent_package(error)
+    if package is not None:
+        return MissingDependency(package, text.splitlines()[0][:200])
     return FactoryError(text.splitlines()[0][:300] if text else type(error).__name__)
 
 

@@ -108,11 +108,17 @@ def padded(case: TinyCase, side: str) -> Padded:
     pad = pad if isinstance(pad, int) and pad >= 0 else 0
     keep = slice(0, real) if side == "right" else slice(length - real, length)
     gap = slice(real, length) if side == "right" else slice(0, length - real)
+    # The shorter row keeps its first and last tokens, as a tokenizer keeps BOS and EOS: heads
+    # that pool at the EOS token find it in every row.
+    tokens = torch.tensor([*range(real - 1), length - 1])
+    short = {k: v[1:2, tokens] for k, v in case.inputs.items() if k in _PER_TOKEN}
     batch = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in case.inputs.items()}
+    for name, value in short.items():
+        batch[name][1, keep] = value[0]
     batch["attention_mask"] = torch.ones_like(ids)
     batch["input_ids"][1, gap] = pad
     batch["attention_mask"][1, gap] = 0
-    alone = [_row(case.inputs, 0, slice(0, length)), _row(case.inputs, 1, keep)]
+    alone = [_row(case.inputs, 0, slice(0, length)), {**_row(case.inputs, 1, slice(0, length)), **short}]
     if side == "left":
         batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         for row in alone:

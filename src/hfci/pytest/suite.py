@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from hfci import bench, checks
+from hfci.configs import features
+from hfci.factory import absent_package
+from hfci.inputs import SEQ_LEN
 from hfci.pytest.cases import CaseSpec, build_spec
 from hfci.pytest.measuring import measured
 from hfci.pytest.session import HfciSession
@@ -22,13 +25,22 @@ def _run(check, *args) -> Any:
     except checks.CheckSkipped as why:
         pytest.skip(str(why))
     except ImportError as error:
-        # An optional package only this check needs (diffusers for a TTS scheduler, say).
-        pytest.skip(f"missing optional dependency: {str(error).strip().splitlines()[0][:200]}")
+        # An optional package only this check needs (diffusers for a TTS scheduler, say), when
+        # it is really absent; any other ImportError is a failure.
+        package = absent_package(error)
+        if package is None:
+            raise
+        pytest.skip(f"missing optional dependency {package!r}: {str(error).strip().splitlines()[0][:200]}")
 
 
-def test_forward(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
+def test_forward(hfci_case: CaseSpec, hfci_session: HfciSession, request: pytest.FixtureRequest) -> None:
     """Runs; outputs finite, with the expected leading shapes."""
-    hfci_session.remember_reference(checks.check_forward(hfci_session.built_case(hfci_case)))
+    case = hfci_session.built_case(hfci_case)
+    # What "passed" covered: the paths of real models this case's config takes.
+    ids = case.inputs.get("input_ids")
+    length = ids.shape[-1] if ids is not None else SEQ_LEN
+    request.node.user_properties.append(("hfci_metrics", {"features": features(case.model.config, length)}))
+    hfci_session.remember_reference(checks.check_forward(case))
 
 
 def test_determinism(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
