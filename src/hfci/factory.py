@@ -11,6 +11,7 @@ and its norm scales 1, so a backend that dropped them would compute the same out
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.util
@@ -119,11 +120,14 @@ def _cap_suffix_ints(out: dict[str, Any], rules: dict[str, Any]) -> None:
                     out[key] = limit
 
 
+_KV_FIELDS = (("num_attention_heads", "num_key_value_heads"), ("num_heads", "num_kv_heads"))
+
+
 def _group_queries(before: dict[str, Any], out: dict[str, Any]) -> None:
     """A config with a key/value head count takes grouped queries, as its real checkpoints mostly
     do (Llama 3, Qwen2, Phi-3 default to as many as query heads): two query heads per key/value
     head, so a backend that mis-maps them shows."""
-    for heads_key, kv_key in (("num_attention_heads", "num_key_value_heads"), ("num_heads", "num_kv_heads")):
+    for heads_key, kv_key in _KV_FIELDS:
         heads = out.get(heads_key)
         if kv_key in before and isinstance(heads, int) and heads % 2 == 0 and heads > 1:
             out[kv_key] = heads // 2
@@ -560,23 +564,66 @@ def tiny_config(record: ModelRecord) -> Any:
         default = cls().to_dict()
     except Exception as error:
         raise FactoryError(f"{record.config_class}() with defaults fails: {error}") from error
-    tiny = shrink(default)
+    grouped = _groups_queries(record)
+    try:
+        return _tiny_config(record, cls, default, grouped)
+    except Exception as error:
+        if grouped:
+            # The config's own validators refuse grouped queries (ESMC, ...): as many as query heads.
+            with contextlib.suppress(Exception):
+                return _tiny_config(record, cls, default, grouped=False)
+        raise FactoryError(f"tiny {record.config_class} is invalid: {error}") from error
+
+
+def _tiny_config(record: ModelRecord, cls: type, default: dict[str, Any], grouped: bool) -> Any:
+    tiny = _shrunk(default, grouped)
     changes = _nested_entries(overrides(default, tiny), tiny, record.model_type)
     changes = _keep_init_kwargs(cls, default, changes)
     entry_config = data.model_entry(record.model_type).get("config", {})
     changes = _with_pad_id(_deep_update(changes, entry_config), default)
-    try:
+    config = cls(**changes)
+    # Fields the config derived from the shrunk ones (or filled in at init) get one more pass.
+    derived = config.to_dict()
+    wanted = _with_mrope(derived) if _reads(record, "mrope_section", derived) else derived
+    shrunk_again = _shrunk(wanted, grouped)
+    again = overrides(derived, shrunk_again)
+    if again:
+        # The nested entries win again over this second pass, as the type's own entry does.
+        changes = _deep_update(_deep_update(changes, again), entry_config)
+        changes = _nested_entries(changes, shrunk_again, record.model_type)
         config = cls(**changes)
-        # Fields the config derived from the shrunk ones (or filled in at init) get one more pass.
-        derived = config.to_dict()
-        wanted = _with_mrope(derived) if _reads(record, "mrope_section", derived) else derived
-        again = overrides(derived, shrink(wanted))
-        if again:
-            changes = _deep_update(_deep_update(changes, again), entry_config)
-            config = cls(**changes)
-        return config
-    except Exception as error:
-        raise FactoryError(f"tiny {record.config_class} is invalid: {error}") from error
+    return config
+
+
+def _shrunk(d: dict[str, Any], grouped: bool) -> dict[str, Any]:
+    tiny = shrink(d)
+    return tiny if grouped else _ungrouped(tiny)
+
+
+def _groups_queries(record: ModelRecord) -> bool:
+    """Whether the modeling code shares key/value heads between query heads the standard way
+    (it counts ``num_key_value_groups``) and does not decompress them per query head from a
+    latent (multi-head latent attention reads ``kv_lora_rank``)."""
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    try:
+        default = config_class(record)().to_dict()
+    except Exception:
+        default = {}
+    modules = {record.module} | {
+        model_type_to_module_name(sub["model_type"]) for sub in nested_config_dicts(default)
+    }
+    sources = [_module_source(module) for module in sorted(modules)]
+    return any("num_key_value_groups" in s for s in sources) and not any("kv_lora_rank" in s for s in sources)
+
+
+def _ungrouped(d: dict[str, Any]) -> dict[str, Any]:
+    """As many key/value heads as query heads, at every nesting level."""
+    out = {k: _ungrouped(v) if isinstance(v, dict) else v for k, v in d.items()}
+    for heads_key, kv_key in _KV_FIELDS:
+        if isinstance(out.get(heads_key), int) and isinstance(out.get(kv_key), int):
+            out[kv_key] = out[heads_key]
+    return out
 
 
 def _with_pad_id(changes: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
@@ -694,7 +741,7 @@ def absent_package(error: BaseException) -> str | None:
     """
     text = str(error)
     named = [getattr(error, "name", None) or ""]
-    named += re.findall(r"requires the (\w+) library", text)
+    named += re.findall(r"requires (?:the )?`?([\w-]+)`?(?: library)?", text)
     named += [package for package in _OPTIONAL if package in text]
     for name in named:
         top = name.split(".")[0]
