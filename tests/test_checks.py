@@ -69,7 +69,7 @@ def test_compare_names_every_kind_of_difference():
     }
     b = {"x": torch.ones(2), "y": torch.zeros(4), "z": torch.tensor([1, 3]), "n": torch.tensor([0.0])}
     problems = outputs.compare(a, b)
-    assert "x: max abs diff 1" in problems
+    assert "x: max abs diff 1 (scale 0)" in problems
     assert "y: shape (3,) vs (4,)" in problems
     assert "z: values differ" in problems
     assert "n: NaN in 1 vs 0 elements" in problems

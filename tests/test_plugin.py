@@ -65,6 +65,7 @@ def test_a_real_run_writes_results(tmp_path):
         "forward": "passed",
         "determinism": "passed",
         "save_load": "passed",
+        "padding": "passed",
         "benchmark": "passed",
         "pipeline": "passed",
     }
