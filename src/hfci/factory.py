@@ -585,12 +585,9 @@ def _tiny_config(record: ModelRecord, cls: type, default: dict[str, Any], groupe
     # Fields the config derived from the shrunk ones (or filled in at init) get one more pass.
     derived = config.to_dict()
     wanted = _with_mrope(derived) if _reads(record, "mrope_section", derived) else derived
-    shrunk_again = _shrunk(wanted, grouped)
-    again = overrides(derived, shrunk_again)
+    again = overrides(derived, _shrunk(wanted, grouped))
     if again:
-        # The nested entries win again over this second pass, as the type's own entry does.
         changes = _deep_update(_deep_update(changes, again), entry_config)
-        changes = _nested_entries(changes, shrunk_again, record.model_type)
         config = cls(**changes)
     return config
 
