@@ -236,3 +236,6 @@ def test_an_import_error_is_a_missing_dependency_only_when_the_package_is_absent
     present = ImportError("cannot import name 'nonexistent' from 'torch'", name="torch")
     assert factory.absent_package(present) is None
     assert factory.absent_package(ImportError("requires the torch library")) is None
+    missing_class = ImportError("module transformers has no attribute VoxtralRealtimeTextModel")
+    missing_class.name = "VoxtralRealtimeTextModel"
+    assert factory.absent_package(missing_class) is None

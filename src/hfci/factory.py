@@ -737,7 +737,8 @@ def absent_package(error: BaseException) -> str | None:
     (a broken install, a symbol it lacks) is a failure like any other.
     """
     text = str(error)
-    named = [getattr(error, "name", None) or ""]
+    # Only a module that was not found names a package; other ImportErrors name a symbol.
+    named = [error.name or ""] if isinstance(error, ModuleNotFoundError) else []
     named += re.findall(r"requires (?:the )?`?([\w-]+)`?(?: library)?", text)
     named += [package for package in _OPTIONAL if package in text]
     for name in named:
