@@ -564,7 +564,7 @@ def tiny_config(record: ModelRecord) -> Any:
         default = cls().to_dict()
     except Exception as error:
         raise FactoryError(f"{record.config_class}() with defaults fails: {error}") from error
-    grouped = _groups_queries(record)
+    grouped = _groups_queries(record, default)
     try:
         return _tiny_config(record, cls, default, grouped)
     except Exception as error:
@@ -597,16 +597,12 @@ def _shrunk(d: dict[str, Any], grouped: bool) -> dict[str, Any]:
     return tiny if grouped else _ungrouped(tiny)
 
 
-def _groups_queries(record: ModelRecord) -> bool:
+def _groups_queries(record: ModelRecord, default: dict[str, Any]) -> bool:
     """Whether the modeling code shares key/value heads between query heads the standard way
     (it counts ``num_key_value_groups``) and does not decompress them per query head from a
     latent (multi-head latent attention reads ``kv_lora_rank``)."""
     from transformers.models.auto.configuration_auto import model_type_to_module_name
 
-    try:
-        default = config_class(record)().to_dict()
-    except Exception:
-        default = {}
     modules = {record.module} | {
         model_type_to_module_name(sub["model_type"]) for sub in nested_config_dicts(default)
     }
