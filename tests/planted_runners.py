@@ -194,11 +194,8 @@ def _map_floats(output: Any, change) -> Any:
             if k not in ("past_key_values", "cache_params")
         }
     if isinstance(output, (tuple, list)):
-        return (
-            type(output)(_map_floats(v, change) for v in output)
-            if isinstance(output, list)
-            else tuple(_map_floats(v, change) for v in output)
-        )
+        mapped = [_map_floats(v, change) for v in output]
+        return mapped if isinstance(output, list) else tuple(mapped)
     return output
 
 
