@@ -28,7 +28,9 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, collections.
     (root / "pyproject.toml").write_text(f'[project]\nname = "backend"\n\n[tool.hfci.runners]\n{table}\n')
     command = [sys.executable, "-m", "hfci.cli", "run", "--tier", "critical", "--device", "cpu"]
     command += [arg for name in planted_runners.PLANTED for arg in ("--runner", name)]
-    command += ["--results-dir", str(root / "results"), "--no-benchmark", "-k", "parity"]
+    # One worker: the framework suite runs beside it under xdist, and its timing tests
+    # (test_baselines) must not find the two cores both taken by this run.
+    command += ["--results-dir", str(root / "results"), "--no-benchmark", "--workers", "1", "-k", "parity"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env)
     records = json.loads((root / "results" / "results-cpu.json").read_text())["records"]
