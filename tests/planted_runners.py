@@ -15,6 +15,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from hfci import training
 from hfci.outputs import compare, seeded_forward, tensors
 from hfci.runners import RunnerSkip, eager
 from hfci.variants import text_batch
@@ -184,6 +185,47 @@ def _through_interface(planted: Any, inputs: dict[str, Any], name: str) -> Any:
     return output
 
 
+# -- training bugs: the forward is eager's, the training step is not -----------------------------
+
+
+def norms_frozen(model: Any, inputs: dict[str, Any]) -> Any:
+    """Trains with the normalisation layers' scale and shift treated as constants."""
+    if not _norms(model):
+        raise RunnerSkip("no normalisation layer with a learned scale")
+    return eager(model, inputs)
+
+
+def _train_norms_frozen(model: Any, inputs: dict[str, Any]) -> training.Step:
+    step = eager.train(model, inputs)
+    norms = {id(m) for m in _norms(model)}
+    frozen = {
+        f"{name}.{own}".lstrip(".")
+        for name, module in model.named_modules()
+        if id(module) in norms
+        for own, _ in module.named_parameters(recurse=False)
+    }
+    return training.Step(step.loss, {n: None if n in frozen else g for n, g in step.grads.items()})
+
+
+norms_frozen.train = _train_norms_frozen
+
+
+def eval_mode_training(model: Any, inputs: dict[str, Any]) -> Any:
+    """Trains with dropout off: the training forward runs in eval mode."""
+    if not _drops(model):
+        raise RunnerSkip("no dropout to turn off")
+    return eager(model, inputs)
+
+
+def _train_in_eval_mode(model: Any, inputs: dict[str, Any]) -> training.Step:
+    copy_ = training.trained_copy(model)
+    copy_.train = lambda mode=True: copy_.eval()  # a backend that never switches to training
+    return training.gradients(copy_, inputs)
+
+
+eval_mode_training.train = _train_in_eval_mode
+
+
 def _map_floats(output: Any, change) -> Any:
     if torch.is_tensor(output):
         return change(output) if output.is_floating_point() else output
@@ -209,4 +251,8 @@ PLANTED = (
     "no_mask",
     "forgets_cache",
     "wrong_scale",
+    "norms_frozen",
+    "eval_mode_training",
 )
+# Bugs of the training step alone: they apply only where eager's training check passed.
+TRAINING = ("norms_frozen", "eval_mode_training")

@@ -6,7 +6,7 @@ import copy
 import tempfile
 from typing import Any
 
-from hfci import runners, variants
+from hfci import runners, training, variants
 from hfci.case import TinyCase
 from hfci.checkpoints import checkpoint_processors
 from hfci.inputs import main_input
@@ -26,6 +26,7 @@ __all__ = [
     "check_parity",
     "check_pipeline",
     "check_save_load",
+    "check_training",
     "input_batch",
     "run_forward",
 ]
@@ -346,6 +347,56 @@ def check_padding(case: TinyCase) -> None:
                 raise CheckFailed(f"{what} in a batch differ from the row alone: " + "; ".join(problems[:5]))
 
 
+def check_training(case: TinyCase) -> dict[str, Any]:
+    """Where the head takes labels, one training step works.
+
+    On a copy in train mode, seeded: the loss is finite and repeats from the seed, every
+    gradient is finite, the loss reaches the parameters (and none it depends on gets a gradient
+    of exact zeros), and one SGD step along the gradients lowers the loss on the same batch (the
+    longest of ``training.STEP_SIZES`` that does). Returns what it measured.
+    """
+    model = training.trained_copy(case.model)
+    try:
+        inputs = training.labelled(model, case.record.head(case.head).mappings, case.inputs)
+        step = training.gradients(model, inputs)
+    except training.NoLabels as why:
+        raise CheckSkipped(f"training: {why}") from None
+    loss = float(step.loss)
+    if not step.loss.isfinite():
+        raise CheckFailed(f"training loss is {loss}")
+    atol, rtol = runners.tolerance("eager")
+    again = training.training_loss(model, inputs)
+    if abs(again - loss) > atol + rtol * abs(loss):
+        # Then no step can be judged by the loss it leaves: the next forward draws otherwise.
+        raise CheckFailed(
+            f"the training forward does not repeat from the seed: loss {loss:.6g}, then {again:.6g}"
+        )
+    reached = {n: g for n, g in step.grads.items() if g is not None}
+    if not reached:
+        raise CheckFailed("the loss reaches no parameter: no gradient anywhere")
+    bad = [n for n, g in reached.items() if not g.isfinite().all()]
+    if bad:
+        raise CheckFailed(f"non-finite gradients in {len(bad)} parameters: {', '.join(bad[:5])}")
+    zero = [n for n, g in reached.items() if not g.any()]
+    wrong = [n for n in zero if training.loss_depends_on(model, inputs, n, loss)]
+    if wrong:
+        raise CheckFailed(
+            f"gradients of exact zeros for {len(wrong)} parameters the loss depends on: {', '.join(wrong[:5])}"
+        )
+    size, after = training.descent(model, inputs, step, loss)
+    if not after < loss:
+        raise CheckFailed(
+            f"no SGD step along the gradients lowers the loss (down to {size:g} of the weights' norm): "
+            f"{loss:.6g} -> {after:.6g}"
+        )
+    return {
+        "loss": [loss, after],
+        "step": size,
+        "parameters": len(step.grads),
+        "unreached": len(step.grads) - len(reached),
+    }
+
+
 def check_pipeline(case: TinyCase) -> dict[str, Any]:
     """``transformers.pipeline`` serves the head's task with processors built offline.
 
@@ -406,7 +457,9 @@ def check_parity(case: TinyCase, runner_name: str) -> None:
     """A runner's outputs agree with the eager float32 reference, within its dtype's tolerance.
 
     On the case's inputs, then where they apply on a right-padded batch (its real positions) and
-    on one cached decoding step: a runner that ignores the mask or the cache differs there.
+    on one cached decoding step: a runner that ignores the mask or the cache differs there. A
+    runner that trains (``runner.train``) is compared on one training step too: its loss and the
+    gradient of every parameter eager's loss reaches.
     """
     runner = runners.load(runner_name)
     atol, rtol = runners.tolerance(runner_name)
@@ -424,6 +477,72 @@ def check_parity(case: TinyCase, runner_name: str) -> None:
         if problems:
             where = f" on {variant.label}" if variant.label else ""
             raise CheckFailed(f"{runner_name} differs from eager{where}: " + "; ".join(problems[:5]))
+    _greedy_parity(case, runner_name, runner)
+    train = getattr(runner, "train", None)
+    if train is not None:
+        _training_parity(case, runner_name, train, atol, rtol)
+
+
+def _greedy_parity(case: TinyCase, runner_name: str, runner: Any, steps: int = 3) -> None:
+    """Greedy decoding driven by the runner's forward picks eager's tokens.
+
+    Each step feeds the sequence so far, the runner's own picks included, so an error that
+    compounds shows; a step where eager's two best logits are within the tolerance is a near-tie
+    and ends the comparison, as either pick is right.
+    """
+    import torch
+
+    if variants.decoding_step(case) is None:
+        return  # no text decoder
+    fed = {k: v for k, v in case.inputs.items() if k != "use_cache"}
+    for step in range(steps):
+        reference = getattr(runners.eager(case.model, fed), "logits", None)
+        try:
+            result = runners.outputs_of(runner_name, runner(case.model, fed))
+        except runners.RunnerSkip:
+            return
+        logits = result.get("logits") if isinstance(result, dict) else getattr(result, "logits", None)
+        if not isinstance(reference, torch.Tensor) or not isinstance(logits, torch.Tensor):
+            return
+        if reference.dim() != 3 or logits.shape != reference.shape or _near_tie(reference[:, -1]):
+            return
+        expected, picked = reference[:, -1].argmax(-1), logits[:, -1].argmax(-1).to(reference.device)
+        if not torch.equal(expected, picked):
+            raise CheckFailed(
+                f"{runner_name} decodes greedy token {step} as {picked.tolist()}, eager as {expected.tolist()}"
+            )
+        fed = variants.extended(fed, picked)
+
+
+def _training_parity(case: TinyCase, runner_name: str, train: Any, atol: float, rtol: float) -> None:
+    """The runner's training step (loss and every gradient) agrees with eager's."""
+    try:
+        inputs = training.labelled(case.model, case.record.head(case.head).mappings, case.inputs)
+        reference = runners.eager.train(case.model, inputs)  # type: ignore[attr-defined]
+    except Exception:
+        # No labels, or eager's own training fails: the training check says which.
+        return
+    try:
+        step = train(case.model, inputs)
+    except runners.RunnerSkip:
+        return
+    except training.NoLabels as why:
+        raise CheckFailed(f"{runner_name} training: {why}") from None
+    reached = {n for n, g in reference.grads.items() if g is not None}
+    lost = sorted(n for n in reached if step.grads.get(n) is None)
+    if lost:
+        raise CheckFailed(
+            f"{runner_name} training: no gradient for {len(lost)} parameters eager trains: {', '.join(lost[:5])}"
+        )
+    problems = compare({"loss": reference.loss}, {"loss": step.loss}, atol=atol, rtol=rtol)
+    problems += compare(
+        {f"grad {n}": reference.grads[n] for n in reached},
+        {f"grad {n}": step.grads[n] for n in reached},
+        atol=atol,
+        rtol=rtol,
+    )
+    if problems:
+        raise CheckFailed(f"{runner_name} training differs from eager: " + "; ".join(problems[:5]))
 
 
 def check_device_parity(case: TinyCase, cpu_case: TinyCase, atol: float = 1e-3, rtol: float = 1e-3) -> None:

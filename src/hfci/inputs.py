@@ -600,10 +600,15 @@ def _fit_text_to_head(plan: _Plan, inputs: dict[str, Any]) -> None:
     """Text laid out for the head: one row per choice for multiple choice, else with the
     multimodal placeholders the other inputs fill."""
     if plan.head and "MODEL_FOR_MULTIPLE_CHOICE" in plan.head.mappings:
-        # Multiple choice reads (batch, choices, sequence).
+        # Multiple choice reads (batch, choices, sequence). The second choice is the first with
+        # its inner tokens rotated (first and last kept, as a tokenizer keeps BOS and EOS):
+        # identical choices score alike, whatever the model, and a loss over them cannot move.
         for name in ("input_ids", "attention_mask"):
             if name in inputs:
                 inputs[name] = inputs[name].unsqueeze(1).expand(-1, 2, -1).contiguous()
+        ids = inputs.get("input_ids")
+        if ids is not None and ids.shape[-1] > 3:
+            ids[:, 1, 1:-1] = ids[:, 1, 1:-1].roll(1, dims=-1)
     elif "input_ids" in inputs:
         model, record = plan.model, plan.record
         _insert_placeholders(model, inputs, plan.params, functools.cache(lambda: _base_model(model, record)))

@@ -71,6 +71,7 @@ CHECKS = (
     "benchmark",
     "generate",
     "cache",
+    "training",
     "pipeline",
     "device_parity",
     "parity",
@@ -226,12 +227,26 @@ def verdicts(records: Iterable[Record], kind: str) -> list[tuple[Record, str]]:
     ]
 
 
-def summary(records: Sequence[Record], slowest: int = 10, new_failures: Sequence[Record] = ()) -> str:
-    """New failures and regressions first, then failures, fixes, counts, skip reasons, slowest cases."""
+def summary(
+    records: Sequence[Record],
+    slowest: int = 10,
+    new_failures: Sequence[Record] = (),
+    lost_coverage: Sequence[Record] = (),
+) -> str:
+    """New failures, lost coverage and regressions first, then failures, fixes, counts, skip
+    reasons, slowest cases."""
     lines: list[str] = []
     if new_failures:
         lines.append(f"NEW FAILURES against the baseline ({len(new_failures)}):")
         lines += [f"  {r.case} [{r.device}] {r.check}: {r.reason[:160]}" for r in new_failures[:50]]
+    if lost_coverage:
+        lines.append(
+            f"LOST COVERAGE against the baseline ({len(lost_coverage)}): passed there, "
+            "skipped or expected to fail now"
+        )
+        lines += [
+            f"  {r.case} [{r.device}] {r.check}: {r.outcome}: {r.reason[:140]}" for r in lost_coverage[:50]
+        ]
     regressions = verdicts(records, "regression")
     if regressions:
         lines.append(f"REGRESSIONS ({len(regressions)}):")

@@ -1,7 +1,10 @@
 """Runners: what executes a case's model on its inputs. ``eager`` is the reference.
 
 A runner is any callable ``runner(model, inputs) -> outputs`` (a tensor, a model output, a dict
-or tuple of tensors). It raises ``RunnerSkip`` when it does not apply to a model. Users add their
+or tuple of tensors). It raises ``RunnerSkip`` when it does not apply to a model. A runner that
+trains too carries ``runner.train(model, inputs) -> hfci.training.Step``: the loss of one seeded
+train-mode forward on the labelled inputs and every parameter's gradient by name
+(``hfci.training.gradients`` computes them for a forward of yours). Users add their
 own without touching hfci, by name in their pyproject.toml::
 
     [tool.hfci.runners]
@@ -21,6 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from hfci import training
 from hfci.errors import HfciError
 from hfci.outputs import seeded_forward, tensors
 from hfci.project import tool_table
@@ -96,6 +100,20 @@ def sdpa(model: Any, inputs: dict[str, Any]) -> Any:
     return seeded_forward(_with_attention(model, "sdpa"), inputs)
 
 
+def _train_eager(model: Any, inputs: dict[str, Any]) -> training.Step:
+    return training.gradients(training.trained_copy(_with_attention(model, "eager")), inputs)
+
+
+def _train_sdpa(model: Any, inputs: dict[str, Any]) -> training.Step:
+    if not getattr(model, "_supports_sdpa", False):
+        raise RunnerSkip(f"{type(model).__name__} does not support sdpa attention")
+    return training.gradients(training.trained_copy(_with_attention(model, "sdpa")), inputs)
+
+
+eager.train = _train_eager  # type: ignore[attr-defined]
+sdpa.train = _train_sdpa  # type: ignore[attr-defined]
+
+
 _COMPILED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
@@ -119,6 +137,21 @@ def compile_(model: Any, inputs: dict[str, Any]) -> Any:
     # from the seeded reference in what it drew, not in what it computed.
     with torch._inductor.config.patch(fallback_random=True):
         return seeded_forward(_COMPILED[model], inputs)
+
+
+def _train_compiled(model: Any, inputs: dict[str, Any]) -> training.Step:
+    """Forward and backward through torch.compile (AOT autograd compiles the backward too)."""
+    import torch
+
+    torch._dynamo.reset()
+    model = training.trained_copy(_with_attention(model, "eager"))
+    compiled = torch.compile(model, dynamic=False)
+    with torch._inductor.config.patch(fallback_random=True):
+        # The module's own names: the compiled wrapper would prefix them all.
+        return training.gradients(model, inputs, lambda _, fed: compiled(**fed))
+
+
+compile_.train = _train_compiled  # type: ignore[attr-defined]
 
 
 def _cast(dtype_name: str) -> Runner:

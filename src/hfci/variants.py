@@ -21,6 +21,7 @@ __all__ = [
     "Padded",
     "Variant",
     "decoding_step",
+    "extended",
     "forward_rows",
     "padded",
     "padding_sides",
@@ -161,6 +162,19 @@ def decoding_step(case: TinyCase) -> Callable[[], dict[str, Any]] | None:
         return None
     step = {k: v[:, -1:] if k in ("input_ids", "token_type_ids") else v for k, v in case.inputs.items()}
     return lambda: {**step, "past_key_values": copy.deepcopy(cache), "use_cache": True}
+
+
+def extended(inputs: dict[str, Any], tokens: Any) -> dict[str, Any]:
+    """A text batch with one more token per row: the ids grow by ``tokens``, the per-token
+    inputs (mask, token types) by a copy of their last position."""
+    import torch
+
+    grown = dict(inputs)
+    grown["input_ids"] = torch.cat([inputs["input_ids"], tokens.reshape(-1, 1)], dim=1)
+    for name in _PER_TOKEN[1:]:
+        if name in inputs:
+            grown[name] = torch.cat([inputs[name], inputs[name][:, -1:]], dim=1)
+    return grown
 
 
 @dataclass

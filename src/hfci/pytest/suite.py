@@ -99,6 +99,12 @@ def test_cache(hfci_case: CaseSpec, hfci_session: HfciSession) -> None:
     _run(checks.check_cache, hfci_session.built_case(hfci_case))
 
 
+def test_training(hfci_case: CaseSpec, hfci_session: HfciSession, request: pytest.FixtureRequest) -> None:
+    """Where the head takes labels: finite loss and gradients, and one step lowers the loss."""
+    measured_step = _run(checks.check_training, hfci_session.built_case(hfci_case))
+    request.node.user_properties.append(("hfci_metrics", {"training": measured_step}))
+
+
 def test_pipeline(hfci_case: CaseSpec, hfci_session: HfciSession, request: pytest.FixtureRequest) -> None:
     """The head's pipeline task runs with processors built offline (a checkpoint's: its own)."""
     facts = _run(checks.check_pipeline, hfci_session.built_case(hfci_case))
