@@ -70,6 +70,21 @@ def test_new_failures_and_fixes():
     assert baselines.new_failures(None, now) == []
 
 
+def test_lost_coverage_is_a_pass_that_now_skips_or_is_expected_to_fail():
+    checks = ("forward", "pipeline", "training", "benchmark", "cache")
+    base = baselines.merge(None, [rec("a/Model", c, "passed") for c in checks], {}, FP)
+    now = [
+        rec("a/Model", "forward", "passed"),
+        rec("a/Model", "pipeline", "skipped", "missing optional dependency 'PIL'"),
+        rec("a/Model", "training", "xfailed", "a new entry"),
+        rec("a/Model", "benchmark", "skipped", "--no-benchmark"),  # measurement is not coverage
+        rec("a/Model", "cache", "failed", "boom"),  # a new failure, reported as one
+    ]
+    assert [r.check for r in baselines.lost_coverage(base, now)] == ["pipeline", "training"]
+    assert [r.check for r in baselines.new_failures(base, now)] == ["cache"]
+    assert baselines.lost_coverage(None, now) == []
+
+
 @pytest.mark.parametrize("content", ["{not json", '{"schema": "other/9", "cases": {}}', "[1, 2]"])
 def test_a_corrupt_file_is_an_error_and_is_never_overwritten(tmp_path, content):
     path = tmp_path / f"{FP}.json"

@@ -133,9 +133,15 @@ def test_summary_puts_new_failures_and_regressions_first():
         rec("d/Model", "forward", "xpassed"),
         rec("e/Model", "pipeline", "skipped", "no recipe"),
     ]
-    text = summary(records, new_failures=[records[0]])
+    text = summary(records, new_failures=[records[0]], lost_coverage=[records[4]])
     lines = text.splitlines()
     assert lines[0].startswith("NEW FAILURES against the baseline (1)")
+    assert (
+        text.index("NEW FAILURES")
+        < text.index("LOST COVERAGE against the baseline (1)")
+        < text.index("REGRESSIONS")
+    )
+    assert "e/Model [cpu] pipeline: skipped: no recipe" in text
     assert text.index("REGRESSIONS (1)") < text.index("FAILED (2)") < text.index("FIXED known failures (1)")
     assert "improvements (1)" in text and "no recipe" in text
     assert "5 cases, 5 checks: 1 passed, 2 failed, 0 xfailed, 1 xpassed, 1 skipped" in text

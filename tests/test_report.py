@@ -164,6 +164,28 @@ def test_baseline_comparison_finds_new_failures_and_fixes(tmp_path):
     assert md.index("New failures against the baseline (1)") < md.index("## By category")
 
 
+def test_baseline_comparison_reports_lost_coverage_beside_new_failures(tmp_path):
+    old = [rec("bert/ForMaskedLM", "forward", "passed"), rec("bert/ForMaskedLM", "pipeline", "passed")]
+    baseline = baselines.merge(None, old, {"device": "cpu"}, "cpu-test-torch0-transformers0")
+    base_path = baselines.write(tmp_path / "base" / "cpu-test-torch0-transformers0.json", baseline)
+    new = [
+        rec("bert/ForMaskedLM", "forward", "passed"),
+        rec("bert/ForMaskedLM", "pipeline", "skipped", "pipeline: no offline recipe for fill-mask"),
+    ]
+    results = write(tmp_path / "run", new)
+    payload = json.loads(hfci(str(results), "--baseline", str(base_path), "--format", "json").stdout)
+    assert payload["new_failures"] == []
+    assert [(r["case"], r["check"], r["now"]) for r in payload["lost_coverage"]] == [
+        ("bert/ForMaskedLM", "pipeline", "skipped: pipeline: no offline recipe for fill-mask")
+    ]
+    md = hfci(str(results), "--baseline", str(base_path)).stdout
+    assert (
+        md.index("## New failures (0)")
+        < md.index("## Lost coverage against the baseline")
+        < md.index("## By category")
+    )
+
+
 def test_a_baseline_is_a_source_too(tmp_path):
     old = [
         rec("bert/ForMaskedLM", "forward", "passed"),

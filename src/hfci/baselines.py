@@ -37,6 +37,7 @@ __all__ = [
     "key",
     "load",
     "load_delta",
+    "lost_coverage",
     "merge",
     "new_failures",
     "newly_fixed",
@@ -438,6 +439,21 @@ def new_failures(baseline: Baseline | None, records: Iterable[Record]) -> list[R
         r
         for r in records
         if r.outcome.failing and r.check != "benchmark" and baseline.outcome(key(r), r.check) == "passed"
+    ]
+
+
+def lost_coverage(baseline: Baseline | None, records: Iterable[Record]) -> list[Record]:
+    """Checks that passed in the baseline and now skip or are expected to fail: nothing fails,
+    yet the run proves less than the baseline's did (a dependency gone, a new entry, a check
+    that stopped applying)."""
+    if not baseline:
+        return []
+    return [
+        r
+        for r in records
+        if r.outcome in (Outcome.SKIPPED, Outcome.XFAILED)
+        and r.check != "benchmark"
+        and baseline.outcome(key(r), r.check) == "passed"
     ]
 
 

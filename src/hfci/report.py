@@ -370,7 +370,7 @@ def build(
     if scope == "catalog":
         cases = _with_missing_cases(cases, universe, devices)
     model_types = _model_types(universe, cases, records, catalog)
-    new_failures, newly_fixed = _baseline_changes(compare or {}, records)
+    new_failures, newly_fixed, lost = _baseline_changes(compare or {}, records)
     return Report(
         sources=[s.to_dict() for s in sources],
         transformers=catalog.transformers_version,
@@ -382,6 +382,7 @@ def build(
         groups=_groups(cases, model_types),
         new_failures=new_failures,
         newly_fixed=newly_fixed,
+        lost_coverage=lost,
         regressions=[record_row(r, detail=d) for r, d in verdicts(records, "regression")],
         improvements=[record_row(r, detail=d) for r, d in verdicts(records, "improvement")],
         skipped_checks=_skipped_in_passing(cases, records),
@@ -517,15 +518,20 @@ def _gaps(
 
 def _baseline_changes(
     compare: Mapping[str, Mapping[str, Any]], records: Sequence[Record]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The checks that newly fail, and those newly fixed, against each device's baseline."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The checks that newly fail, those newly fixed, and the coverage lost (passed, now skipped
+    or expected to fail), against each device's baseline."""
     fresh: list[dict[str, Any]] = []
     fixed: list[dict[str, Any]] = []
+    lost: list[dict[str, Any]] = []
     for device, baseline in compare.items():
         mine = [r for r in records if r.device == device]
         fresh += [record_row(r) for r in baselines.new_failures(baseline, mine)]
         fixed += [record_row(r, outcome=r.outcome) for r in baselines.newly_fixed(baseline, mine)]
-    return fresh, fixed
+        lost += [
+            record_row(r, now=f"{r.outcome}: {r.reason}") for r in baselines.lost_coverage(baseline, mine)
+        ]
+    return fresh, fixed, lost
 
 
 def _skipped_in_passing(cases: Sequence[CaseResult], records: Sequence[Record]) -> list[tuple[str, int]]:

@@ -123,6 +123,7 @@ class Report:
     groups: dict[str, dict[str, dict[str, Any]]]
     new_failures: list[dict[str, Any]]
     newly_fixed: list[dict[str, Any]]
+    lost_coverage: list[dict[str, Any]]
     regressions: list[dict[str, Any]]
     improvements: list[dict[str, Any]]
     skipped_checks: list[tuple[str, int]]
@@ -281,13 +282,19 @@ def header(report: Report, chart: str | None = CHART_NAME, chart_note: str = "")
 
 
 def baseline_changes(report: Report) -> list[str]:
-    """New failures and fixes against the baseline; says so when nothing newly fails."""
-    if not (report.baseline_notes or report.new_failures or report.newly_fixed):
+    """New failures, lost coverage and fixes against the baseline; says so when nothing newly fails."""
+    if not (report.baseline_notes or report.new_failures or report.newly_fixed or report.lost_coverage):
         return []
     lines = []
     if not report.new_failures:
         lines += ["", "## New failures (0)", "", "No check that passed in the baseline fails now."]
     lines += records_section("New failures against the baseline", report.new_failures, "Reason")
+    # Beside the failures: a check that now skips or is expected to fail proves less than it did.
+    lines += records_section(
+        "Lost coverage against the baseline: passed there, skipped or expected to fail now",
+        report.lost_coverage,
+        "Now",
+    )
     return lines + records_section("Newly fixed against the baseline", report.newly_fixed, "Outcome")
 
 

@@ -479,8 +479,9 @@ class HfciSession:
             for r in records
         ]
 
-    def _baseline_notes(self, records: list[Record]) -> Iterator[tuple[str, list[Record]]]:
-        """Per device: the note on which baseline was compared, and the run's new failures."""
+    def _baseline_notes(self, records: list[Record]) -> Iterator[tuple[str, list[Record], list[Record]]]:
+        """Per device: the note on which baseline was compared, the run's new failures and the
+        coverage it lost."""
         for device in sorted({r.device for r in records}):
             try:
                 baseline, note = self.baseline_for(device)
@@ -492,9 +493,11 @@ class HfciSession:
                     f"; {stale} cases' performance was measured by an older protocol than this hfci's "
                     f"({bench.PROTOCOL}) and is not compared: refresh with `nox -s update_baselines`"
                 )
+            mine = [r for r in records if r.device == device]
             yield (
                 f"{device}: {note}",
-                baselines.new_failures(baseline, [r for r in records if r.device == device]),
+                baselines.new_failures(baseline, mine),
+                baselines.lost_coverage(baseline, mine),
             )
 
     def _update_baselines(self, records: list[Record], complete: bool) -> Iterator[Path]:
@@ -530,11 +533,12 @@ class HfciSession:
         if not records:
             return
         terminalreporter.section("hfci model summary")
-        notes, fresh = [], []
-        for note, new in self._baseline_notes(records):
+        notes, fresh, lost = [], [], []
+        for note, new, gone in self._baseline_notes(records):
             notes.append(note)
             fresh += new
-        terminalreporter.write_line(summary(records, new_failures=fresh))
+            lost += gone
+        terminalreporter.write_line(summary(records, new_failures=fresh, lost_coverage=lost))
         for line in notes:
             terminalreporter.write_line(line)
         session = self._session
