@@ -503,7 +503,11 @@ def _spectrogram_inputs(plan: _Plan) -> dict[str, Any]:
     if not plan.wants("input_features"):
         return {}
     config, batch = plan.config, plan.batch
-    bins = find_setting(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=16)
+    # The width the encoder's feature projection reads comes first: where mel bins are stacked
+    # (Seamless and wav2vec2-BERT read 2 x 80 = 160), it alone is right.
+    bins = find_setting(
+        config, "feature_projection_input_dim", "num_mel_bins", "feature_size", "input_feat_per_channel", default=16
+    )
     frames = plan.hints.get("frames") or 2 * (find_setting(config, "max_source_positions", default=32) or 32)
     if _frames_first(plan.record.processors.get("feature_extractor")):
         features = torch.randn(batch, frames, bins, generator=plan.generator)
@@ -689,7 +693,8 @@ def _frames_first(name: str | None) -> bool:
     except Exception:
         return False
     size = getattr(extractor, "feature_size", None)
-    return features.ndim == 3 and features.shape[-1] == size and features.shape[1] != size
+    # Last comes a bin per feature, or a stack of them (Seamless: 2 frames of 80 bins, 160).
+    return bool(size) and features.ndim == 3 and features.shape[-1] % size == 0 and features.shape[1] != size
 
 
 def _audio_samples(config: Any) -> int:

@@ -128,6 +128,9 @@ def labelled(model: Any, mappings: tuple[str, ...], inputs: Mapping[str, Any]) -
     import torch
 
     kind = _kind(mappings)
+    if kind == "tokens" and getattr(model.config, "is_encoder_decoder", False):
+        # An image-text-to-text head that is an encoder-decoder (Florence-2) learns its decoder's.
+        kind = "decoder tokens"
     names = _ARGUMENTS.get(kind, ("labels",))
     if not _takes(model, names):
         raise NoLabels(f"{type(model).__name__}.forward takes no {' or '.join(names)}")
