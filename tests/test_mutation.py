@@ -27,7 +27,8 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, collections.
     table = "\n".join(f'{name} = "planted_runners:{name}"' for name in planted_runners.PLANTED)
     (root / "pyproject.toml").write_text(f'[project]\nname = "backend"\n\n[tool.hfci.runners]\n{table}\n')
     command = [sys.executable, "-m", "hfci.cli", "run", "--tier", "critical", "--device", "cpu"]
-    command += [arg for name in planted_runners.PLANTED for arg in ("--runner", name)]
+    # eager too: its training check says where a training bug applies.
+    command += [arg for name in ("eager", *planted_runners.PLANTED) for arg in ("--runner", name)]
     # One worker: the framework suite runs beside it under xdist, and its timing tests
     # (test_baselines) must not find the two cores both taken by this run.
     command += ["--results-dir", str(root / "results"), "--no-benchmark", "--workers", "1"]
