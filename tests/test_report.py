@@ -459,3 +459,28 @@ def test_a_crash_is_its_own_outcome_in_the_report_the_summary_and_the_baseline_d
     )
     assert summary.returncode == 1
     assert "1 failing checks" in summary.stdout and "SIGSEGV" in summary.stdout
+
+
+def test_the_report_says_what_the_passes_covered(tmp_path):
+    gqa = {"features": ["grouped-query attention", "sliding window"]}
+    records = [
+        rec("llama/ForCausalLM", "forward", "passed", metrics=gqa),
+        rec("llama/ForCausalLM", "training", "passed"),
+        rec("llama/ForCausalLM", "cache", "passed"),
+        rec("mistral/ForCausalLM", "forward", "passed", metrics=gqa),
+        rec("mistral/ForCausalLM", "training", "failed", "boom"),
+        rec("bert/ForMaskedLM", "forward", "passed", metrics={"features": []}),
+        rec("bert/ForMaskedLM", "padding", "passed"),
+        rec("bert/Model", "training", "skipped", "training: no label recipe"),
+    ]
+    report_ = report.build(report.load_sources([write(tmp_path, records)]), load_catalog())
+    assert report_.features == {
+        "grouped-query attention": {"cases": 2, "passing": 1},
+        "sliding window": {"cases": 2, "passing": 1},
+        "a training step": {"cases": 2, "passing": 1},
+        "decoding with the cache": {"cases": 1, "passing": 1},
+        "padded batches": {"cases": 1, "passing": 1},
+    }
+    md = report.markdown(report_)
+    assert "## What the passes covered" in md
+    assert "| grouped-query attention | 2 | 1 |" in md

@@ -514,6 +514,10 @@ def _greedy_parity(case: TinyCase, runner_name: str, runner: Any, steps: int = 3
         fed = variants.extended(fed, picked)
 
 
+# A gradient is judged on at least this fraction of the largest gradient's magnitude.
+GRADIENT_FLOOR = 1e-2
+
+
 def _training_parity(case: TinyCase, runner_name: str, train: Any, atol: float, rtol: float) -> None:
     """The runner's training step (loss and every gradient) agrees with eager's."""
     try:
@@ -535,11 +539,17 @@ def _training_parity(case: TinyCase, runner_name: str, train: Any, atol: float, 
             f"{runner_name} training: no gradient for {len(lost)} parameters eager trains: {', '.join(lost[:5])}"
         )
     problems = compare({"loss": reference.loss}, {"loss": step.loss}, atol=atol, rtol=rtol)
+    largest = max(float(reference.grads[n].abs().max()) for n in reached) if reached else 0.0
     problems += compare(
         {f"grad {n}": reference.grads[n] for n in reached},
         {f"grad {n}": step.grads[n] for n in reached},
         atol=atol,
         rtol=rtol,
+        # A key's bias, or a bias added to every position before a softmax over them (a span
+        # head's), gets a gradient that is zero in exact arithmetic: its values are the rounding
+        # of the terms it sums (1.5e-8 beside a largest gradient of 0.8), which two attention
+        # kernels round differently.
+        floor=GRADIENT_FLOOR * largest,
     )
     if problems:
         raise CheckFailed(f"{runner_name} training differs from eager: " + "; ".join(problems[:5]))

@@ -44,12 +44,16 @@ def tensors(output: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from tensors(value, f"{prefix}[{i}]")
 
 
-def compare(reference: Any, other: Any, atol: float = 1e-5, rtol: float = 1e-4) -> list[str]:
+def compare(
+    reference: Any, other: Any, atol: float = 1e-5, rtol: float = 1e-4, floor: float = 0.0
+) -> list[str]:
     """The names of outputs that differ (shape or values) between two forwards.
 
     ``atol`` is relative to each reference tensor's largest magnitude: a tiny model's logits
     may all be below 0.05, where a fixed 1e-4 would forgive an error of a few tenths of a percent
-    of the whole output, and a depth map in hundreds would fail on rounding alone.
+    of the whole output, and a depth map in hundreds would fail on rounding alone. No scale is
+    taken below ``floor``: a tensor that is rounding alone (a gradient that is zero in exact
+    arithmetic) is judged on the scale of its neighbours.
     """
     import torch
 
@@ -71,6 +75,7 @@ def compare(reference: Any, other: Any, atol: float = 1e-5, rtol: float = 1e-4) 
                 problems.append(f"{name}: NaN in {int(x.isnan().sum())} vs {int(y.isnan().sum())} elements")
             else:
                 scale = x.abs().nan_to_num(0, posinf=0, neginf=0).max().item() if x.numel() else 0.0
+                scale = max(scale, floor)
                 if not torch.allclose(x, y, atol=atol * (scale or 1.0), rtol=rtol, equal_nan=True):
                     diff = (x - y).abs().nan_to_num(0).max().item()
                     problems.append(f"{name}: max abs diff {diff:.3g} (scale {scale:.3g})")

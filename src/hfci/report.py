@@ -58,6 +58,7 @@ __all__ = [
     "check_name",
     "cmd_report",
     "comparison_baselines",
+    "features_covered",
     "known_failure_reason",
     "load_sources",
     "markdown",
@@ -388,6 +389,7 @@ def build(
         skipped_checks=_skipped_in_passing(cases, records),
         baseline_notes=list(baseline_notes),
         runners=runner_parity(records),
+        features=features_covered(cases, records),
     )
 
 
@@ -542,6 +544,30 @@ def _skipped_in_passing(cases: Sequence[CaseResult], records: Sequence[Record]) 
         for r in records
         if r.outcome == Outcome.SKIPPED and (r.case, r.device) in passing
     ).most_common()
+
+
+# The paths a passing case proves beyond its forward: each check's name, as the report says it.
+_PATHS = {"padding": "padded batches", "cache": "decoding with the cache", "training": "a training step"}
+
+
+def features_covered(cases: Sequence[CaseResult], records: Sequence[Record]) -> dict[str, dict[str, int]]:
+    """What "passed" covered: per feature of the tiny configs (grouped-query attention, a sliding
+    window, mixed layer types, mixture of experts; each forward records its own) and per path a
+    check proves (padded batches, the cache, a training step), the cases that exercise it and
+    how many of them pass."""
+    passing = {(c.case, c.device) for c in cases if c.status == Outcome.PASSED}
+    found: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for record in records:
+        where = (record.case, record.device)
+        if record.check == "forward" and record.runner == "eager":
+            for feature in (record.metrics or {}).get("features", ()):
+                found[feature].add(where)
+        if record.check in _PATHS and record.outcome in (Outcome.PASSED, Outcome.XPASSED, Outcome.FAILED):
+            found[_PATHS[record.check]].add(where)
+    return {
+        name: {"cases": len(where), "passing": len(where & passing)}
+        for name, where in sorted(found.items(), key=lambda kv: (kv[0] in _PATHS.values(), kv[0]))
+    }
 
 
 def _parity_row(counts: Mapping[Outcome, int]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ __all__ = [
     "cell",
     "coverage_matrix",
     "failing_checks",
+    "features_covered",
     "fixed_known_failures",
     "gaps",
     "group_tables",
@@ -129,6 +130,7 @@ class Report:
     skipped_checks: list[tuple[str, int]]
     baseline_notes: list[str]
     runners: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    features: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def rates(self) -> dict[str, dict[str, tuple[int, int]]]:
         """Category -> device -> (cases passing, cases): the chart's heatmap."""
@@ -239,6 +241,7 @@ def markdown(report: Report, chart: str | None = CHART_NAME, chart_note: str = "
         records_section("Performance improvements", report.improvements, "Detail"),
         fixed_known_failures(report),
         group_tables(report),
+        features_covered(report),
         runner_parity(report),
         gaps(report),
         skipped_checks(report),
@@ -341,6 +344,25 @@ def group_tables(report: Report) -> list[str]:
             "l" + "r" * (len(shown) + 4),
         )
     return lines
+
+
+def features_covered(report: Report) -> list[str]:
+    """The paths of real models the passing cases took: what "passed" covered."""
+    if not report.features:
+        return []
+    lines = [
+        "",
+        "## What the passes covered",
+        "",
+        "Cases whose tiny config takes each path of real checkpoints, or that a check ran on "
+        "(failures included), and how many of them pass.",
+        "",
+    ]
+    return lines + table(
+        ["path", "cases", "passing"],
+        ([name, row["cases"], row["passing"]] for name, row in report.features.items()),
+        "lrr",
+    )
 
 
 def runner_parity(report: Report) -> list[str]:
