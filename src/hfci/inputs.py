@@ -506,7 +506,12 @@ def _spectrogram_inputs(plan: _Plan) -> dict[str, Any]:
     # The width the encoder's feature projection reads comes first: where mel bins are stacked
     # (Seamless and wav2vec2-BERT read 2 x 80 = 160), it alone is right.
     bins = find_setting(
-        config, "feature_projection_input_dim", "num_mel_bins", "feature_size", "input_feat_per_channel", default=16
+        config,
+        "feature_projection_input_dim",
+        "num_mel_bins",
+        "feature_size",
+        "input_feat_per_channel",
+        default=16,
     )
     frames = plan.hints.get("frames") or 2 * (find_setting(config, "max_source_positions", default=32) or 32)
     if _frames_first(plan.record.processors.get("feature_extractor")):
