@@ -2,7 +2,8 @@
 
 A tokenizer is made in memory with the ``tokenizers`` library over the tiny model's vocabulary;
 image processors and feature extractors come from their class defaults, resized to the tiny
-model's inputs. Each task has a recipe: the processors it needs and a synthetic input.
+model's inputs. Each task has a recipe: the processors it needs, a synthetic input, and what the
+result must hold for that input (``hfci.pipeline_results``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ from hfci.case import TinyCase
 from hfci.catalog import ModelRecord
 from hfci.configs import int_setting
 from hfci.inputs import main_input
+from hfci.pipeline_results import (
+    Expectation,
+    aggregates_words,
+    classified,
+    continued,
+    embedded,
+    features_of,
+    filled,
+    generates_text,
+    image_features,
+    tagged,
+    transcribed,
+)
 
 __all__ = [
     "RECIPES",
@@ -153,12 +167,13 @@ def _image(height: int, width: int) -> Any:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to call one pipeline task offline, and what its result must look like."""
+    """How to call one pipeline task offline, and what its result must hold."""
 
     # The processors the pipeline is built with, and the call of the built pipeline on the case.
     kwargs: Callable[[TinyCase], dict[str, Any]]
     call: Callable[[Any, TinyCase], Any]
-    expect: Callable[[Any], bool]
+    # (pipeline, result) -> what is wrong with the result's content, or None.
+    expect: Expectation
     reads: tuple[str, ...] = ("input_ids",)
 
 
@@ -195,59 +210,87 @@ def _audio_text(case: TinyCase) -> dict[str, Any]:
     return {**_audio(case), **_text(case)}
 
 
-def _is_list_of_dicts(result: Any, *keys: str) -> bool:
-    return (
-        isinstance(result, list)
-        and bool(result)
-        and all(isinstance(r, dict) and set(keys) <= r.keys() for r in result)
-    )
-
-
 def _waveform() -> Any:
     import numpy as np
 
     return np.random.default_rng(0).standard_normal(16000).astype("float32")
 
 
+# The texts the text pipelines read, each checked against what the pipeline made of it.
+_EMBEDDED = _words(5)
+_TAGGED = _words(6)
+_PROMPT = _words(4)
+_FILLED_TOP_K = 2
+# Few new tokens: the checks ask for text, not for long text.
+_NEW_TOKENS = 2
+
+
+def _suppressible(pipe: Any) -> list[int]:
+    """The tokenizer's special ids, less those generation forces (it refuses to force a suppressed id)."""
+    config = getattr(pipe, "generation_config", None) or pipe.model.generation_config
+    forced: set[int] = set()
+    for name in ("forced_bos_token_id", "forced_eos_token_id"):
+        value = getattr(config, name, None)
+        forced.update(value if isinstance(value, list) else [value] if isinstance(value, int) else [])
+    return sorted(set(pipe.tokenizer.all_special_ids) - forced)
+
+
+def _word_tokens_only(pipe: Any) -> dict[str, Any]:
+    """Generation that makes ``_NEW_TOKENS`` words: no stop token and no special token.
+
+    A random model emits special tokens (decoded to nothing) and its stop token (ending the text
+    early) as readily as any other, which would leave no new text through no fault of the pipeline.
+    A token generation forces (a forced stop at the last step) stays: the first new token is a word.
+    """
+    return {
+        "max_new_tokens": _NEW_TOKENS,
+        "min_new_tokens": _NEW_TOKENS,
+        "suppress_tokens": _suppressible(pipe),
+        "do_sample": False,
+    }
+
+
+def _tag(pipe: Any, case: TinyCase) -> Any:
+    # ignore_labels=[]: by default the pipeline drops words tagged "O", and every word must show.
+    if aggregates_words(pipe):
+        return pipe(_TAGGED, aggregation_strategy="first", ignore_labels=[])
+    return pipe(_TAGGED, ignore_labels=[])
+
+
+def _transcribe(pipe: Any, case: TinyCase) -> Any:
+    # A CTC pipeline reads frames and generates nothing: generation arguments are not its own.
+    return pipe(_waveform(), **_word_tokens_only(pipe)) if generates_text(pipe) else pipe(_waveform())
+
+
 RECIPES: dict[str, Recipe] = {
-    "feature-extraction": Recipe(_text, lambda p, c: p(_words(5)), lambda r: isinstance(r, list) and bool(r)),
+    "feature-extraction": Recipe(_text, lambda p, c: features_of(p, _EMBEDDED), embedded(_EMBEDDED)),
     "fill-mask": Recipe(
         _text,
-        lambda p, c: p(f"{_words(3)} {p.tokenizer.mask_token} {_words(2)}", top_k=2),
-        lambda r: _is_list_of_dicts(r, "score", "token"),
+        lambda p, c: p(f"{_words(3)} {p.tokenizer.mask_token} {_words(2)}", top_k=_FILLED_TOP_K),
+        filled(_FILLED_TOP_K),
     ),
     "text-classification": Recipe(
-        _text, lambda p, c: p(_words(6)), lambda r: _is_list_of_dicts(r, "label", "score")
+        _text, lambda p, c: p(_words(6), top_k=None), classified("text-classification")
     ),
-    "token-classification": Recipe(_text, lambda p, c: p(_words(6)), lambda r: isinstance(r, list)),
-    "text-generation": Recipe(
-        _text,
-        lambda p, c: p(_words(4), max_new_tokens=2, do_sample=False),
-        lambda r: _is_list_of_dicts(r, "generated_text"),
-    ),
+    "token-classification": Recipe(_text, _tag, tagged(_TAGGED)),
+    "text-generation": Recipe(_text, lambda p, c: p(_PROMPT, **_word_tokens_only(p)), continued(_PROMPT)),
     "image-classification": Recipe(
         _vision,
-        lambda p, c: p(_image(*_vision_size(c)), top_k=2),
-        lambda r: _is_list_of_dicts(r, "label", "score"),
+        lambda p, c: p(_image(*_vision_size(c)), top_k=p.model.config.num_labels),
+        classified("image-classification"),
         ("pixel_values",),
     ),
     "image-feature-extraction": Recipe(
-        _vision,
-        lambda p, c: p(_image(*_vision_size(c))),
-        lambda r: isinstance(r, list) and bool(r),
-        ("pixel_values",),
+        _vision, lambda p, c: p(_image(*_vision_size(c))), image_features, ("pixel_values",)
     ),
     "audio-classification": Recipe(
         _audio,
-        lambda p, c: p(_waveform(), top_k=2),
-        lambda r: _is_list_of_dicts(r, "label", "score"),
+        lambda p, c: p(_waveform(), top_k=None),
+        classified("audio-classification"),
         ("input_values", "input_features"),
     ),
     "automatic-speech-recognition": Recipe(
-        _audio_text,
-        lambda p, c: p(_waveform()),
-        lambda r: isinstance(r, dict) and "text" in r,
-        ("input_values", "input_features"),
+        _audio_text, _transcribe, transcribed, ("input_values", "input_features")
     ),
 }
 
