@@ -121,6 +121,7 @@ def test_a_project_s_checkpoint_runs_every_check_with_its_own_tokenizer(project:
             "padding",
             "generate",
             "cache",
+            "training",
             "pipeline",
             "benchmark",
         )
@@ -165,7 +166,8 @@ def test_hfci_run_checkpoint_fails_the_pipeline_on_a_tokenizer_its_model_cannot_
     assert "past the model's vocabulary of 200" in found["pipeline"]["reason"]
     # The model itself is sound: the other checks ran on synthetic ids inside its vocabulary.
     assert {c: r["outcome"] for c, r in found.items() if c != "pipeline"} == dict.fromkeys(
-        ("forward", "determinism", "save_load", "padding", "generate", "cache", "benchmark"), "passed"
+        ("forward", "determinism", "save_load", "padding", "generate", "cache", "training", "benchmark"),
+        "passed",
     )
 
 
