@@ -7,7 +7,12 @@ largest absolute difference over the tensor's largest magnitude (``atol`` relati
 see hfci.outputs.compare). The parity tolerance of float32 runners (hfci.runners.TOLERANCES) is
 set from these maxima with a margin; the README quotes them.
 
-    python ci/measure_tolerance.py [--one-head] [--category text ...] [--out tolerance.json]
+With ``--training``, the same for one training step's gradients (where the head trains): each
+parameter's gradient is judged on its own largest magnitude, but never on less than ``--floor``
+times the largest gradient of the model (hfci.checks.GRADIENT_FLOOR), as a gradient that is zero
+in exact arithmetic is rounding alone.
+
+    python ci/measure_tolerance.py [--one-head] [--category text ...] [--training] [--out tolerance.json]
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections import defaultdict
 
 import torch
 
-from hfci import runners
+from hfci import checks, runners, training
 from hfci.case import build_case
 from hfci.catalog import load_catalog
 from hfci.outputs import seeded_forward, tensors
@@ -61,10 +66,32 @@ def measure(case) -> dict[str, float | None]:
     return found
 
 
+def measure_training(case, floor: float) -> dict[str, float | None]:
+    try:
+        inputs = training.labelled(case.model, case.record.head(case.head).mappings, case.inputs)
+        reference = runners.eager.train(case.model, inputs)
+    except training.NoLabels:
+        return {}
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one_thread = runners.eager.train(case.model, inputs)
+    finally:
+        torch.set_num_threads(default_threads)
+    found = {"threads": training.gradient_gap(reference, one_thread, floor)[0]}
+    try:
+        found["sdpa"] = training.gradient_gap(reference, runners.sdpa.train(case.model, inputs), floor)[0]
+    except runners.RunnerSkip:
+        found["sdpa"] = None
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--category", action="append", default=[])
     parser.add_argument("--one-head", action="store_true")
+    parser.add_argument("--training", action="store_true", help="gradients of one training step")
+    parser.add_argument("--floor", type=float, default=checks.GRADIENT_FLOOR)
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     catalog = load_catalog()
@@ -77,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for head in heads:
             try:
                 case = build_case(record, head.name)
-                found = measure(case)
+                found = measure_training(case, args.floor) if args.training else measure(case)
             except Exception:  # what does not build or run is the checks' to report
                 continue
             for kind, gap in found.items():
@@ -95,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 "p99": values[min(len(values) - 1, int(len(values) * 0.99))],
                 "max": values[-1],
                 "worst": gaps[-1][1],
+                "ten_worst": [[case, gap] for gap, case in gaps[-10:][::-1]],
             }
             summary.setdefault(category, {})[kind] = row
             print(

@@ -133,7 +133,8 @@ def test_training_parity_passes_for_sdpa_and_catches_a_gradient_lost(gpt2, monke
 
     monkeypatch.setattr(runners.sdpa, "train", scaled)
     with pytest.raises(
-        checks.CheckFailed, match=r"sdpa training differs from eager: grad transformer\.wte\.weight"
+        checks.CheckFailed,
+        match=r"sdpa training differs from eager: grad transformer\.wte\.weight by 0\.001 of its scale",
     ):
         checks.check_parity(gpt2, "sdpa")
 

@@ -377,7 +377,7 @@ def check_training(case: TinyCase) -> dict[str, Any]:
     bad = [n for n, g in reached.items() if not g.isfinite().all()]
     if bad:
         raise CheckFailed(f"non-finite gradients in {len(bad)} parameters: {', '.join(bad[:5])}")
-    zero = [n for n, g in reached.items() if not g.any()]
+    zero = [n for n, g in reached.items() if g.numel() and not g.any()]
     wrong = [n for n in zero if training.loss_depends_on(model, inputs, n, loss)]
     if wrong:
         raise CheckFailed(
@@ -432,9 +432,8 @@ def check_pipeline(case: TinyCase) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         pipe = pipeline(task, model=case.model, **kwargs)
         result = recipe.call(pipe, case)
-    problem = recipe.expect(pipe, result)
-    if problem:
-        raise CheckFailed(f"{task} pipeline: {problem}")
+    if not recipe.expect(result):
+        raise CheckFailed(f"{task} pipeline returned an unexpected structure: {str(result)[:200]}")
     return facts
 
 
@@ -481,7 +480,7 @@ def check_parity(case: TinyCase, runner_name: str) -> None:
     _greedy_parity(case, runner_name, runner)
     train = getattr(runner, "train", None)
     if train is not None:
-        _training_parity(case, runner_name, train, atol, rtol)
+        _training_parity(case, runner_name, train)
 
 
 def _greedy_parity(case: TinyCase, runner_name: str, runner: Any, steps: int = 3) -> None:
@@ -515,11 +514,18 @@ def _greedy_parity(case: TinyCase, runner_name: str, runner: Any, steps: int = 3
         fed = variants.extended(fed, picked)
 
 
-# A gradient is judged on at least this fraction of the largest gradient's magnitude.
+# Training parity, from `python ci/measure_tolerance.py --training` over the whole catalog (torch
+# 2.13 CPU): a gradient is judged on its largest magnitude, never on less than GRADIENT_FLOOR of
+# the model's largest gradient; eager on one thread against two then differs by at most 3.2e-5,
+# sdpa against eager by at most 4.2e-5, outside models whose rounding is amplified (batch norm
+# over 1x1 maps: levit 8e-2; a nearly flat loss: modernbert's multiple choice 9e-3), which are
+# judged on GRADIENT_MARGIN times their own rounding (float32 against float64) instead.
 GRADIENT_FLOOR = 1e-2
+GRADIENT_TOLERANCE = 2e-4
+GRADIENT_MARGIN = 4
 
 
-def _training_parity(case: TinyCase, runner_name: str, train: Any, atol: float, rtol: float) -> None:
+def _training_parity(case: TinyCase, runner_name: str, train: Any) -> None:
     """The runner's training step (loss and every gradient) agrees with eager's."""
     try:
         inputs = training.labelled(case.model, case.record.head(case.head).mappings, case.inputs)
@@ -539,21 +545,31 @@ def _training_parity(case: TinyCase, runner_name: str, train: Any, atol: float, 
         raise CheckFailed(
             f"{runner_name} training: no gradient for {len(lost)} parameters eager trains: {', '.join(lost[:5])}"
         )
-    problems = compare({"loss": reference.loss}, {"loss": step.loss}, atol=atol, rtol=rtol)
-    largest = max(float(reference.grads[n].abs().max()) for n in reached) if reached else 0.0
-    problems += compare(
-        {f"grad {n}": reference.grads[n] for n in reached},
-        {f"grad {n}": step.grads[n] for n in reached},
-        atol=atol,
-        rtol=rtol,
-        # A key's bias, or a bias added to every position before a softmax over them (a span
-        # head's), gets a gradient that is zero in exact arithmetic: its values are the rounding
-        # of the terms it sums (1.5e-8 beside a largest gradient of 0.8), which two attention
-        # kernels round differently.
-        floor=GRADIENT_FLOOR * largest,
-    )
-    if problems:
-        raise CheckFailed(f"{runner_name} training differs from eager: " + "; ".join(problems[:5]))
+    gap, where = training.gradient_gap(reference, step, GRADIENT_FLOOR)
+    if gap <= GRADIENT_TOLERANCE:
+        return
+    # A model whose gradients rounding moves far (batch norm over 1x1 maps, a nearly flat
+    # loss) is judged on its own rounding: eager's float32 step against the step in float64.
+    noise = _rounding_noise(case, inputs, reference)
+    if gap > max(GRADIENT_TOLERANCE, GRADIENT_MARGIN * noise):
+        raise CheckFailed(
+            f"{runner_name} training differs from eager: {where} by {gap:.3g} of its scale "
+            f"(tolerance {GRADIENT_TOLERANCE:g}; eager's own rounding, against float64, {noise:.3g})"
+        )
+
+
+def _rounding_noise(case: TinyCase, inputs: dict[str, Any], reference: training.Step) -> float:
+    """How far eager's float32 training step is from the same step in float64: the rounding
+    this case's gradients carry (0 where the model does not run in float64)."""
+    import torch
+
+    model = training.trained_copy(case.model).double()
+    exact = {k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}
+    try:
+        truth = training.gradients(model, exact)
+    except Exception:
+        return 0.0
+    return training.gradient_gap(truth, reference, GRADIENT_FLOOR)[0]
 
 
 def check_device_parity(case: TinyCase, cpu_case: TinyCase, atol: float = 1e-3, rtol: float = 1e-3) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "NoLabels",
     "Step",
     "descent",
+    "gradient_gap",
     "gradients",
     "labelled",
     "loss_depends_on",
@@ -254,6 +255,26 @@ def gradients(model: Any, inputs: dict[str, Any], forward: Forward = _call) -> S
     for _, parameter in trainable:
         parameter.grad = None
     return Step(loss.detach(), grads)
+
+
+def gradient_gap(reference: Step, other: Step, floor: float) -> tuple[float, str]:
+    """The largest difference between two training steps, and where: the loss's relative to
+    itself, each gradient's relative to its largest magnitude but never to less than ``floor``
+    times the largest gradient of the model (a gradient zero in exact arithmetic, a key's bias,
+    is rounding alone). Parameters the reference does not reach, or ``other`` lacks, are left
+    to the caller."""
+    ref_loss, other_loss = float(reference.loss), float(other.loss)
+    worst = (abs(ref_loss - other_loss) / (abs(ref_loss) or 1.0), "loss")
+    reached = {n: g for n, g in reference.grads.items() if g is not None and g.numel()}
+    largest = max((float(g.abs().max()) for g in reached.values()), default=0.0)
+    for name, grad in reached.items():
+        theirs = other.grads.get(name)
+        if theirs is None or theirs.shape != grad.shape:
+            continue
+        scale = max(float(grad.abs().max()), floor * largest) or 1.0
+        gap = float((grad.float() - theirs.float().to(grad.device)).abs().max()) / scale
+        worst = max(worst, (gap, f"grad {name}"))
+    return worst
 
 
 def training_loss(model: Any, inputs: dict[str, Any]) -> float:
