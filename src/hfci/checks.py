@@ -432,8 +432,9 @@ def check_pipeline(case: TinyCase) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         pipe = pipeline(task, model=case.model, **kwargs)
         result = recipe.call(pipe, case)
-    if not recipe.expect(result):
-        raise CheckFailed(f"{task} pipeline returned an unexpected structure: {str(result)[:200]}")
+    problem = recipe.expect(pipe, result)
+    if problem:
+        raise CheckFailed(f"{task} pipeline: {problem}")
     return facts
 
 
