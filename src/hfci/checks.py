@@ -378,7 +378,9 @@ def check_training(case: TinyCase) -> dict[str, Any]:
     if bad:
         raise CheckFailed(f"non-finite gradients in {len(bad)} parameters: {', '.join(bad[:5])}")
     zero = [n for n, g in reached.items() if g.numel() and not g.any()]
-    wrong = [n for n in zero if training.loss_depends_on(model, inputs, n, loss)]
+    wrong = []
+    if zero and training.loss_depends_on(model, inputs, zero, loss):
+        wrong = [n for n in zero if training.loss_depends_on(model, inputs, [n], loss)] or zero
     if wrong:
         raise CheckFailed(
             f"gradients of exact zeros for {len(wrong)} parameters the loss depends on: {', '.join(wrong[:5])}"
@@ -394,6 +396,7 @@ def check_training(case: TinyCase) -> dict[str, Any]:
         "step": size,
         "parameters": len(step.grads),
         "unreached": len(step.grads) - len(reached),
+        "zero_gradients": len(zero),
     }
 
 

@@ -295,33 +295,35 @@ PROBE = 0.1
 ROUNDING = 1e-6
 
 
-def _central_difference(model: Any, inputs: dict[str, Any], name: str, scale: float) -> float:
-    """Half of L(p + d) - L(p - d) for parameter ``name`` moved along a seeded direction ``d`` of
-    ``scale`` times its RMS."""
+def _central_difference(model: Any, inputs: dict[str, Any], names: list[str], scale: float) -> float:
+    """Half of L(p + d) - L(p - d) for parameters ``names`` moved together along a seeded
+    direction ``d`` of ``scale`` times each one's RMS."""
     import torch
 
     losses = []
     for sign in (1, -1):
         probe = copy.deepcopy(model)
-        parameter = dict(probe.named_parameters())[name]
+        parameters = dict(probe.named_parameters())
         generator = torch.Generator(device="cpu").manual_seed(SEED)
-        noise = torch.randn(parameter.shape, generator=generator).to(parameter.device, parameter.dtype)
-        owner = probe.get_submodule(name.rpartition(".")[0])
-        padding = getattr(owner, "padding_idx", None)
-        if isinstance(owner, torch.nn.Embedding) and padding is not None:
-            # An embedding's padding row gets no gradient by design, read or not: it stays put.
-            noise[padding] = 0
-        with torch.no_grad():
-            rms = parameter.float().pow(2).mean().sqrt().item() or 0.02
-            parameter.add_(noise * sign * scale * rms)
+        for name in names:
+            parameter = parameters[name]
+            noise = torch.randn(parameter.shape, generator=generator).to(parameter.device, parameter.dtype)
+            owner = probe.get_submodule(name.rpartition(".")[0])
+            padding = getattr(owner, "padding_idx", None)
+            if isinstance(owner, torch.nn.Embedding) and padding is not None:
+                # An embedding's padding row gets no gradient by design, read or not: it stays put.
+                noise[padding] = 0
+            with torch.no_grad():
+                rms = parameter.float().pow(2).mean().sqrt().item() or 0.02
+                parameter.add_(noise * sign * scale * rms)
         losses.append(training_loss(probe, inputs))
     return (losses[0] - losses[1]) / 2
 
 
-def loss_depends_on(model: Any, inputs: dict[str, Any], name: str, loss: float) -> bool:
-    """Whether the loss depends on parameter ``name`` to first order, as a gradient measures:
-    its central difference is above rounding and shrinks fourfold with a step four times
-    shorter, as a derivative's does.
+def loss_depends_on(model: Any, inputs: dict[str, Any], names: list[str], loss: float) -> bool:
+    """Whether the loss depends on parameters ``names`` (moved together: one probe clears many)
+    to first order, as a gradient measures: the central difference is above rounding and
+    shrinks fourfold with a step four times shorter, as a derivative's does.
 
     A gradient of exact zeros is right where the loss does not depend on the parameter (a bias
     added to every choice before a softmax over them), only on entries that get none by design
@@ -329,10 +331,10 @@ def loss_depends_on(model: Any, inputs: dict[str, Any], name: str, loss: float) 
     picks, where its estimator gives no gradient without a close second: PhiMoE's sparsemixer):
     a step function's difference does not shrink with the step, it vanishes or stays.
     """
-    long = _central_difference(model, inputs, name, PROBE)
+    long = _central_difference(model, inputs, names, PROBE)
     if abs(long) <= ROUNDING * max(abs(loss), 1.0):
         return False
-    short = _central_difference(model, inputs, name, PROBE / 4)
+    short = _central_difference(model, inputs, names, PROBE / 4)
     return 2 <= long / short <= 8 if short else False
 
 
