@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hfci import baselines_cli, matrix, report, scaffold
+from hfci import baselines_cli, diff, matrix, report, scaffold
 from hfci.catalog import CATEGORIES, ModelRecord, load_catalog
 from hfci.errors import HfciError, validate_choices
 from hfci.selection import MODEL_OPTIONS, OPTIONS, Selection, add_arguments
@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Each of these modules registers its own command and arguments.
     matrix.add_command(sub)
     report.add_command(sub)
+    diff.add_command(sub)
     baselines_cli.add_command(sub)
     scaffold.add_command(sub)
     return parser
