@@ -67,6 +67,7 @@ def test_a_real_run_writes_results(tmp_path):
         "save_load": "passed",
         "padding": "passed",
         "benchmark": "passed",
+        "training": "passed",
         "pipeline": "passed",
     }
     perf = next(r["metrics"]["perf"] for r in payload["records"] if r["check"] == "benchmark")
