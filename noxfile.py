@@ -131,6 +131,31 @@ def update_baselines(session: nox.Session) -> None:
 
 
 @nox.session
+def upgrade(session: nox.Session) -> None:
+    """Run a candidate transformers release and diff it with the pinned one's results:
+    ``nox -s upgrade -- 5.24.0 [--against results] [hfci run options, e.g. --tier critical]``.
+
+    The candidate runs on CPU into ``results/upgrade-<release>``; ``hfci diff`` then lists what
+    newly fails, what is fixed, the new architectures and the performance changes, against
+    ``--against`` (a results directory or baseline of the pinned release; default ``results``,
+    where ``nox -s models`` writes).
+    """
+    if not session.posargs or session.posargs[0].startswith("-"):
+        session.error("name the candidate release: nox -s upgrade -- 5.24.0")
+    release, rest = session.posargs[0], session.posargs[1:]
+    against = "results"
+    if "--against" in rest:
+        at = rest.index("--against")
+        against, rest = rest[at + 1], rest[:at] + rest[at + 2 :]
+    session.install(TORCH_SPEC, f"transformers=={release}")
+    session.install("-e", ".")
+    out = f"results/upgrade-{release}"
+    run = ["hfci", "run", "--device", "cpu", "--no-baseline-check", "--results-dir", out, *model_args(rest)]
+    session.run(*run, env=OFFLINE, success_codes=[0, 1])
+    session.run("hfci", "diff", against, out, "--selected", env=OFFLINE, success_codes=[0, 1])
+
+
+@nox.session
 @nox.parametrize("torch", [nox.param(True, id="torch"), nox.param(False, id="no-torch")])
 def bench_catalog(session: nox.Session, torch: bool) -> None:
     """Cold `hfci catalog`/`hfci matrix` time, in a venv with torch and in one without."""

@@ -125,3 +125,28 @@ def test_a_missing_or_corrupt_side_is_one_clear_error(tmp_path):
     bad.write_text("{not json")
     done = run_diff(str(bad), str(old))
     assert done.returncode == 2 and "not a readable JSON file" in done.stderr
+
+
+def test_a_selected_run_is_compared_on_its_own_cases(tmp_path):
+    old, new = side(tmp_path, "old", OLD, "5.23.0"), side(tmp_path, "new", NEW[:2], "5.24.0")
+    found = diff.build(report.load_sources([old]), report.load_sources([new]), selected=True)
+    assert [(c.case, c.change) for c in found.cases] == [("bert/ForMaskedLM", "lost coverage")]
+    assert found.model_types == {"added": [], "removed": []}
+    everything = diff.build(report.load_sources([old]), report.load_sources([new]))
+    assert {c.case for c in everything.cases if c.change == "removed"} == {
+        "gpt2/LMHeadModel",
+        "t5/Model",
+        "opt/Model",
+        "llama/Model",
+    }
+
+
+def test_nox_upgrade_asks_for_the_release(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "nox", "-s", "upgrade", "--no-venv"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode != 0
+    assert "name the candidate release: nox -s upgrade -- 5.24.0" in done.stderr

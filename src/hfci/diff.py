@@ -204,18 +204,27 @@ def build(
     new_sources: Sequence[Any],
     tolerance: float = 0.20,
     memory_tolerance: float = 0.05,
+    selected: bool = False,
 ) -> Diff:
-    """The diff of two sets of sources (see :func:`hfci.report.load_sources`)."""
+    """The diff of two sets of sources (see :func:`hfci.report.load_sources`). ``selected``: the
+    new run covered a selection (a tier, the model types an upgrade touches), so the old run's
+    other cases are left out rather than called removed."""
     old = _by_case(r for s in old_sources for r in s.records)
     new = _by_case(r for s in new_sources for r in s.records)
+    # Known before: from the whole old run, even where only a selection is compared.
     old_types = {r[0].model_type for r in old.values()}
     new_types = {r[0].model_type for r in new.values()}
+    if selected:
+        old = {key: records for key, records in old.items() if key in new}
     cases = [classify(old.get(key), new.get(key), old_types) for key in sorted(old.keys() | new.keys())]
     cases.sort(key=lambda c: (CHANGES.index(c.change), c.case, c.device))
     return Diff(
         old=_side(old_sources),
         new=_side(new_sources),
-        model_types={"added": sorted(new_types - old_types), "removed": sorted(old_types - new_types)},
+        model_types={
+            "added": sorted(new_types - old_types),
+            "removed": [] if selected else sorted(old_types - new_types),
+        },
         cases=cases,
         performance=performance(old, new, tolerance, memory_tolerance),
     )
@@ -272,6 +281,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         load_sources([args.new], catalog),
         args.tolerance,
         args.memory_tolerance,
+        args.selected,
     )
     text = markdown(diff)
     if args.github:
@@ -293,6 +303,11 @@ def add_command(sub: Any) -> None:
     parser.add_argument("old", help="the earlier run: a results file, a directory of them, or a baseline")
     parser.add_argument("new", help="the later run, in the same forms")
     parser.add_argument("--format", choices=("md", "json"), default="md")
+    parser.add_argument(
+        "--selected",
+        action="store_true",
+        help="the new run covered a selection: compare its cases only (none is called removed)",
+    )
     parser.add_argument("--github", action="store_true", help="also write the markdown to the job summary")
     parser.add_argument("--tolerance", type=float, default=0.20, help="allowed latency change (as a run's)")
     parser.add_argument("--memory-tolerance", type=float, default=0.05, help="allowed peak-memory change")
