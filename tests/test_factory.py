@@ -239,3 +239,33 @@ def test_an_import_error_is_a_missing_dependency_only_when_the_package_is_absent
     missing_class = ImportError("module transformers has no attribute VoxtralRealtimeTextModel")
     missing_class.name = "VoxtralRealtimeTextModel"
     assert factory.absent_package(missing_class) is None
+
+
+def test_a_validator_naming_two_fields_that_must_match_is_repaired_in_its_sub_config():
+    from transformers import PretrainedConfig
+
+    class Codec(PretrainedConfig):
+        model_type = "hfci-test-codec"
+
+        def __init__(self, hidden_size=512, codebook_dim=512, **kwargs):
+            if codebook_dim != hidden_size:
+                raise ValueError(
+                    f"so `codebook_dim` ({codebook_dim}) must equal `hidden_size` ({hidden_size})."
+                )
+            self.hidden_size, self.codebook_dim = hidden_size, codebook_dim
+            super().__init__(**kwargs)
+
+    class Parent(PretrainedConfig):
+        model_type = "hfci-test-parent"
+
+        def __init__(self, audio_config=None, **kwargs):
+            self.audio_config = Codec(**(audio_config or {}))
+            super().__init__(**kwargs)
+
+    default = Parent().to_dict()
+    config, changes = factory._validated(Parent, {"audio_config": {"hidden_size": 32}}, default)
+    assert (config.audio_config.hidden_size, config.audio_config.codebook_dim) == (32, 32)
+    assert changes == {"audio_config": {"hidden_size": 32, "codebook_dim": 32}}
+    # Anything else a validator refuses is raised as it is.
+    with pytest.raises(ValueError, match=r"must equal `hidden_size` \(wide\)"):
+        factory._validated(Parent, {"audio_config": {"hidden_size": "wide"}}, default)

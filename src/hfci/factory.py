@@ -581,15 +581,62 @@ def _tiny_config(record: ModelRecord, cls: type, default: dict[str, Any], groupe
     changes = _keep_init_kwargs(cls, default, changes)
     entry_config = data.model_entry(record.model_type).get("config", {})
     changes = _with_pad_id(_deep_update(changes, entry_config), default)
-    config = cls(**changes)
+    config, changes = _validated(cls, changes, default)
     # Fields the config derived from the shrunk ones (or filled in at init) get one more pass.
     derived = config.to_dict()
     wanted = _with_mrope(derived) if _reads(record, "mrope_section", derived) else derived
     again = overrides(derived, _shrunk(wanted, grouped))
     if again:
         changes = _deep_update(_deep_update(changes, again), entry_config)
-        config = cls(**changes)
+        config, _ = _validated(cls, changes, default)
     return config
+
+
+# A config validator's equality: "`codebook_dim` (512) must equal `hidden_size` (32)".
+_MUST_EQUAL = re.compile(r"`([\w.]+)` \((-?\d+)\) must equal `([\w.]+)` \((-?\d+)\)")
+_REPAIRS = 4
+
+
+def _validated(cls: type, changes: dict[str, Any], default: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The config built from ``changes``, after repairing what its own validators name.
+
+    A release's new config may tie two fields the generic shrink lowered one of (WavTokenizer's
+    codebook width to its hidden size): where the validator's message says which field must
+    equal which, the first takes the second's value, as the generic shrink keeps widths
+    consistent elsewhere; in a sub-config too (Apertus 1.5 nests WavTokenizer's), wherever the
+    default config holds both fields. Anything else it refuses is raised as it is.
+    """
+    for _ in range(_REPAIRS):
+        try:
+            return cls(**changes), changes
+        except Exception as error:  # validators raise their own classes (huggingface_hub's strict ones)
+            found = _MUST_EQUAL.search(str(error))
+            if found is None:
+                raise
+            field, other, value = found.group(1), found.group(3), int(found.group(4))
+            places = _holding(default, field.rpartition(".")[2], other.rpartition(".")[2]) or [()]
+            for place in places:
+                changes = _set_path(changes, (*place, *field.split(".")), value)
+    return cls(**changes), changes
+
+
+def _holding(d: dict[str, Any], *names: str, at: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The paths of the (sub-)config dicts of ``d`` that hold every one of ``names``."""
+    found = [at] if all(n in d for n in names) else []
+    for key, value in d.items():
+        if isinstance(value, dict):
+            found += _holding(value, *names, at=(*at, key))
+    return found
+
+
+def _set_path(changes: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """``changes`` with the field at ``path`` (through sub-config dicts) set to ``value``."""
+    out = dict(changes)
+    if len(path) > 1:
+        out[path[0]] = _set_path(dict(out.get(path[0]) or {}), path[1:], value)
+    else:
+        out[path[0]] = value
+    return out
 
 
 def _shrunk(d: dict[str, Any], grouped: bool) -> dict[str, Any]:
