@@ -34,6 +34,9 @@ OLD = [
     rec("t5/Model", "forward", "failed", "ValueError: boom"),
     rec("opt/Model", "forward", "passed"),
     rec("llama/Model", "forward", "xfailed", "a known bug"),
+    rec(
+        "xlstm/Model", "pipeline", "xfailed", "an entry scoped to <5.24", raised="RuntimeError: expanded size"
+    ),
 ]
 NEW = [
     rec("bert/ForMaskedLM", "forward", "passed"),
@@ -49,6 +52,7 @@ NEW = [
     rec("bert/ForQuestionAnswering", "forward", "passed"),
     rec("mistral/Model", "forward", "failed", "RuntimeError: new"),
     rec("llama/Model", "forward", "failed", "AttributeError: another failure"),
+    rec("xlstm/Model", "pipeline", "failed", "RuntimeError: expanded size"),
 ]
 
 
@@ -64,6 +68,7 @@ def test_each_case_is_classified_as_an_upgrade_reads_it(tmp_path):
         ("bert/ForQuestionAnswering", "new head"),
         ("opt/Model", "removed"),
         ("t5/Model", "fixed"),
+        ("xlstm/Model", "entry out of range"),
     }
     gpt2 = next(c for c in found.cases if c.case == "gpt2/LMHeadModel")
     assert (gpt2.old, gpt2.new, gpt2.where) == (
@@ -109,7 +114,10 @@ def test_hfci_diff_prints_markdown_and_json_and_fails_on_a_new_failure(tmp_path)
     done = run_diff(str(old), str(new))
     assert done.returncode == 1, done.stderr
     assert done.stdout.startswith("# hfci diff: transformers 5.23.0 → 5.24.0")
-    assert "2 new failure, 1 lost coverage, 1 new architecture, 1 new head, 1 removed, 1 fixed" in done.stdout
+    assert (
+        "2 new failure, 1 entry out of range, 1 lost coverage, 1 new architecture, 1 new head, 1 removed"
+        in done.stdout
+    )
     assert done.stdout.index("## New failure (2)") < done.stdout.index("## Fixed (1)")
     payload = json.loads(run_diff(str(old.parent), str(new.parent), "--format", "json").stdout)
     assert payload["schema"] == diff.SCHEMA and payload["counts"]["new failure"] == 2
@@ -138,6 +146,7 @@ def test_a_selected_run_is_compared_on_its_own_cases(tmp_path):
         "t5/Model",
         "opt/Model",
         "llama/Model",
+        "xlstm/Model",
     }
 
 

@@ -4,7 +4,9 @@ Each side is results files (or directories of shard results) or a baseline. The 
 (model types and heads added and removed) comes first, then every case that changed: a new
 failure (passed before, fails now, with its reason and, where the message names one, the
 transformers file and line), fixed, a new architecture or head with its status, removed, lost
-coverage (a check that passed and now skips or is expected to fail), and the latency and memory
+coverage (a check that passed and now skips or is expected to fail), a known failure whose models.toml
+entry does not cover the new release (the same check raising the same exception, now
+unexpected: extend the entry's range once its cause is confirmed), and the latency and memory
 changes, judged by the benchmark's own rules (the seen range, the tolerance, Mann-Whitney on the
 stored samples). Markdown, JSON or the job summary, like ``hfci report``.
 """
@@ -33,6 +35,7 @@ SCHEMA = "hfci-diff/1"
 # The kinds of change, in the order the diff lists them: what needs a person first.
 CHANGES = (
     "new failure",
+    "entry out of range",
     "lost coverage",
     "new architecture",
     "new head",
@@ -130,7 +133,7 @@ def classify(old: Sequence[Record] | None, new: Sequence[Record] | None, known_t
         change.change, change.old = "removed", _status(old or [])[0]
         return change
     change.new, culprit = _status(new)
-    change.reason = culprit.reason if culprit is not None else ""
+    change.reason = f"{culprit.check}: {culprit.reason}" if culprit is not None else ""
     found = _WHERE.search(change.reason)
     change.where = found.group(0) if found else ""
     if not old:
@@ -139,8 +142,14 @@ def classify(old: Sequence[Record] | None, new: Sequence[Record] | None, known_t
     change.old = _status(old)[0]
     failing = {str(o) for o in _FAILING}
     if change.new in failing:
-        # A known failure that now fails otherwise is new too: it is not the failure expected.
-        change.change = "still failing" if change.old in failing else "new failure"
+        change.checks = sorted(r.check for r in new if r.outcome in _FAILING)
+        if change.old in failing:
+            change.change = "still failing"
+        elif change.old == "xfailed" and _same_failure(old, new):
+            change.change = "entry out of range"
+        else:
+            # A known failure that now fails otherwise is new too: it is not the failure expected.
+            change.change = "new failure"
     elif change.old in failing | {"xfailed"} and change.new == "passed":
         change.change = "fixed"
     else:
@@ -149,6 +158,17 @@ def classify(old: Sequence[Record] | None, new: Sequence[Record] | None, known_t
             change.change = "lost coverage"
             change.reason = next(r.reason for r in new if r.check == change.checks[0])
     return change
+
+
+def _exception(text: str) -> str:
+    """The exception class a reason or ``raised`` starts with (``hfci.checks.CheckFailed: ...``)."""
+    return text.split(":", 1)[0].rsplit(".", 1)[-1].strip()
+
+
+def _same_failure(old: Sequence[Record], new: Sequence[Record]) -> bool:
+    """Whether a check the old run expected to fail raises the same exception, unexpected now."""
+    expected = {r.check: _exception(r.raised) for r in old if r.outcome == Outcome.XFAILED and r.raised}
+    return any(expected.get(r.check) == _exception(r.reason) for r in new if r.outcome in _FAILING)
 
 
 def _perf(records: Sequence[Record]) -> dict[str, Any] | None:
