@@ -26,7 +26,7 @@ from hfci import bench, github
 from hfci.catalog import load_catalog
 from hfci.report import load_sources
 from hfci.report_sections import cell, table, truncate
-from hfci.results import Outcome, Record
+from hfci.results import CHECKS, Outcome, Record
 
 __all__ = ["CHANGES", "CaseChange", "Diff", "add_command", "build", "cmd_diff", "markdown"]
 
@@ -106,7 +106,11 @@ def _by_case(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
 def _status(records: Sequence[Record]) -> tuple[str, Record | None]:
     """failed, crashed, xfailed, passed or skipped (the worst first), and the record that says so;
     the benchmark's verdict is a performance change, reported apart."""
-    checks = [r for r in records if r.check != "benchmark"]
+    # In the order a case runs its checks: the first that fails is the one to read.
+    checks = sorted(
+        (r for r in records if r.check != "benchmark"),
+        key=lambda r: CHECKS.index(r.check) if r.check in CHECKS else len(CHECKS),
+    )
     for outcome in (Outcome.CRASHED, Outcome.FAILED, Outcome.XFAILED):
         hit = next((r for r in checks if r.outcome == outcome), None)
         if hit is not None:
