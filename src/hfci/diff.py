@@ -24,9 +24,9 @@ from typing import Any
 
 from hfci import bench, github
 from hfci.catalog import load_catalog
-from hfci.report import load_sources
+from hfci.report import case_status, load_sources
 from hfci.report_sections import cell, table, truncate
-from hfci.results import CHECKS, Outcome, Record
+from hfci.results import Outcome, Record
 
 __all__ = ["CHANGES", "CaseChange", "Diff", "add_command", "build", "cmd_diff", "markdown"]
 
@@ -103,21 +103,12 @@ def _by_case(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
     return cases
 
 
-def _status(records: Sequence[Record]) -> tuple[str, Record | None]:
-    """failed, crashed, xfailed, passed or skipped (the worst first), and the record that says so;
-    the benchmark's verdict is a performance change, reported apart."""
-    # In the order a case runs its checks: the first that fails is the one to read.
-    checks = sorted(
-        (r for r in records if r.check != "benchmark"),
-        key=lambda r: CHECKS.index(r.check) if r.check in CHECKS else len(CHECKS),
-    )
-    for outcome in (Outcome.CRASHED, Outcome.FAILED, Outcome.XFAILED):
-        hit = next((r for r in checks if r.outcome == outcome), None)
-        if hit is not None:
-            return str(outcome), hit
-    if any(r.outcome in (Outcome.PASSED, Outcome.XPASSED) for r in checks):
-        return "passed", None
-    return "skipped", checks[0] if checks else None
+def _status(records: Sequence[Record]) -> tuple[str, str]:
+    """The case's status and the reason of its first failing check, as ``hfci report`` tells
+    them (:func:`hfci.report.case_status`); the benchmark's verdict is a performance change,
+    reported apart."""
+    status, reason = case_status([r for r in records if r.check != "benchmark"])
+    return str(status), reason
 
 
 def _lost(old: Sequence[Record], new: Sequence[Record]) -> list[str]:
@@ -136,8 +127,7 @@ def classify(old: Sequence[Record] | None, new: Sequence[Record] | None, known_t
     if not new:
         change.change, change.old = "removed", _status(old or [])[0]
         return change
-    change.new, culprit = _status(new)
-    change.reason = f"{culprit.check}: {culprit.reason}" if culprit is not None else ""
+    change.new, change.reason = _status(new)
     found = _WHERE.search(change.reason)
     change.where = found.group(0) if found else ""
     if not old:
