@@ -45,7 +45,8 @@ def _image_stacks(model: Any) -> bool:
     for module in (model, _wrapped(model)):
         with contextlib.suppress(OSError, TypeError):
             sources.append(inspect.getsource(type(module)))
-    pattern = r"\w+, num_images\b[^=\n]*= pixel_values\.shape"
+    # Unpacked by name, or folded into the batch (IDEFICS from transformers 5.24 on).
+    pattern = r"\w+, num_images\b[^=\n]*= pixel_values\.shape|pixel_values = pixel_values\.flatten\(0, 1\)"
     return any(re.search(pattern, source) for source in sources)
 
 
