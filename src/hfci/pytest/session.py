@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import re
 import signal
 import tempfile
 import time
@@ -62,6 +63,24 @@ class _Built:
     reference: Any = None
 
 
+_IN_TRANSFORMERS = re.compile(r"(?:^|/)(transformers/[^:]+\.py)$")
+
+
+def _transformers_line(report: pytest.TestReport) -> str:
+    """``transformers/models/x/modeling_x.py:123``: the innermost frame inside transformers.
+
+    The line a failure reached in transformers tells an upgrade's diff whose change it is;
+    the exception chain is searched from the exception raised last.
+    """
+    for element in reversed(getattr(report.longrepr, "chain", None) or ()):
+        for entry in reversed(getattr(element[0], "reprentries", ())):
+            location = getattr(entry, "reprfileloc", None)
+            found = _IN_TRANSFORMERS.search(str(getattr(location, "path", "")).replace("\\", "/"))
+            if found:
+                return f"{found.group(1)}:{location.lineno}"
+    return ""
+
+
 def _reason(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return str(report.wasxfail)
@@ -71,10 +90,13 @@ def _reason(report: pytest.TestReport) -> str:
         # The exception itself: its last lines are often advice (dynamo's "Set TORCHDYNAMO_VERBOSE").
         crash = getattr(report.longrepr, "reprcrash", None)
         if crash is not None and crash.message.strip():
-            return crash.message.strip()[:500]
-        text = report.longreprtext.strip().splitlines()
-        errors = [line for line in text if line.startswith("E ")]
-        return (errors[-1][2:].strip() if errors else (text[-1] if text else "failed"))[:500]
+            message = crash.message.strip()[:500]
+        else:
+            text = report.longreprtext.strip().splitlines()
+            errors = [line for line in text if line.startswith("E ")]
+            message = (errors[-1][2:].strip() if errors else (text[-1] if text else "failed"))[:500]
+        where = _transformers_line(report)
+        return f"{message} (at {where})" if where else message
     return ""
 
 
