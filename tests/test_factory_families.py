@@ -27,3 +27,15 @@ def test_family_builds_and_runs(model_type, head, main_input):
     assert main_input in case.inputs
     assert parameter_count(case.model) < 5_000_000
     checks.check_forward(case)
+
+
+def test_a_waveform_s_layout_follows_what_the_model_type_s_own_feature_extractor_emits():
+    from hfci.inputs import _extracted_rank
+
+    # Codecs read (batch, channels, samples); wav2vec2-style encoders (batch, samples).
+    assert _extracted_rank("EncodecFeatureExtractor") == 3
+    assert _extracted_rank("Wav2Vec2FeatureExtractor") == 2
+    # One that emits no input_values, or that transformers does not have, says nothing.
+    assert _extracted_rank("WhisperFeatureExtractor") is None
+    assert _extracted_rank("NoSuchFeatureExtractor") is None
+    assert _extracted_rank(None) is None

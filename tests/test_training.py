@@ -158,3 +158,26 @@ def test_greedy_parity_catches_a_runner_that_picks_other_tokens(gpt2, monkeypatc
     monkeypatch.setitem(runners.BUILTIN, "sdpa", second_best)
     with pytest.raises(checks.CheckFailed, match="sdpa decodes greedy token 1 as"):
         checks.check_parity(gpt2, "sdpa")
+
+
+def test_a_ctc_head_counting_lengths_from_a_padding_mask_gets_one_over_its_samples():
+    import torch
+
+    from hfci.training import _frames_mask
+
+    class PaddingMasked(torch.nn.Module):
+        def forward(self, input_values, padding_mask=None, labels=None):
+            raise AssertionError("not called")
+
+    class AttentionMasked(torch.nn.Module):
+        def forward(self, input_values, attention_mask=None, labels=None):
+            raise AssertionError("not called")
+
+    channelled = {"input_values": torch.zeros(2, 1, 1600)}
+    mask = _frames_mask(PaddingMasked(), channelled)
+    assert list(mask) == ["padding_mask"] and mask["padding_mask"].shape == (2, 1600)
+    assert _frames_mask(AttentionMasked(), {"input_values": torch.zeros(2, 1600)})[
+        "attention_mask"
+    ].shape == (2, 1600)
+    # A mask the inputs already carry is kept.
+    assert _frames_mask(PaddingMasked(), {**channelled, "padding_mask": mask["padding_mask"]}) == {}

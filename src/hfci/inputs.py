@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hfci import data
-from hfci.catalog import Head, ModelRecord
+from hfci.catalog import Head, ModelRecord, load_catalog
 from hfci.configs import find_setting, int_list, special_token_ids, text_config
 from hfci.factory import FactoryError
 from hfci.outputs import SEED
@@ -490,7 +490,12 @@ def _waveform_inputs(plan: _Plan) -> dict[str, Any]:
     if len(documented) == 3 and all(isinstance(v, int) and v > 0 for v in sized):
         # Spectrogram transformers read (batch, frames, bins) sized by their config.
         shape = (plan.batch, *sized)
-    elif channels > 1 or len(documented) == 3 or _unpacks_channels(plan.model):
+    elif (
+        channels > 1
+        or len(documented) == 3
+        or _unpacks_channels(plan.model)
+        or _extracted_rank(_feature_extractor(plan.record)) == 3
+    ):
         shape = (plan.batch, channels, samples)
     else:
         shape = (plan.batch, samples)
@@ -741,6 +746,48 @@ def _documented_tensor(model: Any, name: str, batch: int, length: int, generator
             value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else length
         )
     return torch.randn(*shape, generator=generator)
+
+
+def _feature_extractor(record: ModelRecord) -> str | None:
+    """The model type's feature extractor, else the one of a model type in the same module (an
+    audio tower's sub-config has none of its own, and is fed what its parent's extractor emits)."""
+    own = record.processors.get("feature_extractor")
+    if own:
+        return own
+    return next(
+        (
+            r.processors["feature_extractor"]
+            for r in load_catalog()
+            if r.module == record.module and "feature_extractor" in r.processors
+        ),
+        None,
+    )
+
+
+@functools.cache
+def _extracted_rank(extractor_class: str | None) -> int | None:
+    """How many dimensions the ``input_values`` the model type's own feature extractor emits have.
+
+    Its output is what the model is fed in use, so it settles the layout where the docstrings
+    disagree (OmniASR's CTC head documents (batch, samples), its extractor emits (batch, 1,
+    samples) and its first convolution reads one channel).
+    """
+    import numpy as np
+    import transformers
+
+    found = getattr(transformers, extractor_class or "", None)
+    if found is None:
+        return None
+    try:
+        extractor = found()
+        rate = getattr(extractor, "sampling_rate", 16000)
+        waveform = np.random.default_rng(SEED).standard_normal(AUDIO_SAMPLES).astype(np.float32)
+        values = extractor(waveform, sampling_rate=rate, return_tensors="pt")
+    # An extractor that cannot run on a plain waveform with its defaults says nothing.
+    except Exception:
+        return None
+    tensor = values.get("input_values") if hasattr(values, "get") else None
+    return getattr(tensor, "ndim", None)
 
 
 def _unpacks_channels(model: Any) -> bool:

@@ -183,15 +183,24 @@ def labelled(model: Any, mappings: tuple[str, ...], inputs: Mapping[str, Any]) -
 
 def _frames_mask(model: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """A mask of ones over the audio's frames, for a CTC head that counts its input lengths
-    from the mask (and has none among the inference inputs)."""
+    from the mask (and has none among the inference inputs): ``attention_mask``, or
+    ``padding_mask`` (OmniASR) where the forward takes that instead."""
     import torch
 
-    if "attention_mask" in inputs or "attention_mask" not in _parameters(model):
+    parameters = _parameters(model)
+    name = next((n for n in ("attention_mask", "padding_mask") if n in parameters), None)
+    if name is None or name in inputs:
         return {}
-    main = next((inputs[n] for n in ("input_values", "input_features") if n in inputs), None)
-    if main is None:
+    if "input_values" in inputs:
+        # A waveform's mask covers its samples, whether or not a channel axis comes first.
+        main = inputs["input_values"]
+        shape = (main.shape[0], main.shape[-1])
+    elif "input_features" in inputs:
+        main = inputs["input_features"]
+        shape = tuple(main.shape[:2])
+    else:
         return {}
-    return {"attention_mask": torch.ones(main.shape[:2], dtype=torch.long, device=main.device)}
+    return {name: torch.ones(shape, dtype=torch.long, device=main.device)}
 
 
 def _batch(inputs: Mapping[str, Any]) -> int:
