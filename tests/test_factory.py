@@ -269,3 +269,33 @@ def test_a_validator_naming_two_fields_that_must_match_is_repaired_in_its_sub_co
     # Anything else a validator refuses is raised as it is.
     with pytest.raises(ValueError, match=r"must equal `hidden_size` \(wide\)"):
         factory._validated(Parent, {"audio_config": {"hidden_size": "wide"}}, default)
+
+
+def test_a_validator_naming_a_range_past_the_vocabulary_grows_the_vocabulary_it_names():
+    from transformers import PretrainedConfig
+
+    class Text(PretrainedConfig):
+        model_type = "hfci-test-text"
+
+        def __init__(self, vocab_size=1000, **kwargs):
+            self.vocab_size = vocab_size
+            super().__init__(**kwargs)
+
+    class Tokenized(PretrainedConfig):
+        model_type = "hfci-test-tokenized"
+
+        def __init__(self, text_config=None, audio_token_offset=900, codebook_size=64, **kwargs):
+            self.text_config = Text(**(text_config or {}))
+            end = audio_token_offset + codebook_size
+            if end > self.text_config.vocab_size:
+                raise ValueError(
+                    f"The audio token range ends at {end}, beyond the vocabulary "
+                    f"(`text_config.vocab_size` = {self.text_config.vocab_size})."
+                )
+            self.audio_token_offset, self.codebook_size = audio_token_offset, codebook_size
+            super().__init__(**kwargs)
+
+    default = Tokenized().to_dict()
+    config, changes = factory._validated(Tokenized, {"text_config": {"vocab_size": 99}}, default)
+    assert config.text_config.vocab_size == 964
+    assert changes == {"text_config": {"vocab_size": 964}}

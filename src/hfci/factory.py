@@ -594,6 +594,9 @@ def _tiny_config(record: ModelRecord, cls: type, default: dict[str, Any], groupe
 
 # A config validator's equality: "`codebook_dim` (512) must equal `hidden_size` (32)".
 _MUST_EQUAL = re.compile(r"`([\w.]+)` \((-?\d+)\) must equal `([\w.]+)` \((-?\d+)\)")
+# "The audio token range ends at 266440, beyond the vocabulary (`text_config.vocab_size` = 99)":
+# ids placed by offsets the shrink leaves alone (Apertus 1.5's codebook tokens) need the room.
+_BEYOND_VOCAB = re.compile(r"ends at (\d+), beyond the vocabulary \(`([\w.]+)` = \d+\)")
 _REPAIRS = 4
 
 
@@ -604,19 +607,24 @@ def _validated(cls: type, changes: dict[str, Any], default: dict[str, Any]) -> t
     codebook width to its hidden size): where the validator's message says which field must
     equal which, the first takes the second's value, as the generic shrink keeps widths
     consistent elsewhere; in a sub-config too (Apertus 1.5 nests WavTokenizer's), wherever the
-    default config holds both fields. Anything else it refuses is raised as it is.
+    default config holds both fields. Where it says a range of ids ends past the shrunk
+    vocabulary, the vocabulary it names grows to hold it. Anything else it refuses is raised as
+    it is.
     """
     for _ in range(_REPAIRS):
         try:
             return cls(**changes), changes
         except Exception as error:  # validators raise their own classes (huggingface_hub's strict ones)
-            found = _MUST_EQUAL.search(str(error))
-            if found is None:
+            equal, beyond = _MUST_EQUAL.search(str(error)), _BEYOND_VOCAB.search(str(error))
+            if equal is not None:
+                field, other, value = equal.group(1), equal.group(3), int(equal.group(4))
+                places = _holding(default, field.rpartition(".")[2], other.rpartition(".")[2]) or [()]
+                for place in places:
+                    changes = _set_path(changes, (*place, *field.split(".")), value)
+            elif beyond is not None:
+                changes = _set_path(changes, tuple(beyond.group(2).split(".")), int(beyond.group(1)))
+            else:
                 raise
-            field, other, value = found.group(1), found.group(3), int(found.group(4))
-            places = _holding(default, field.rpartition(".")[2], other.rpartition(".")[2]) or [()]
-            for place in places:
-                changes = _set_path(changes, (*place, *field.split(".")), value)
     return cls(**changes), changes
 
 
