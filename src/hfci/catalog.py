@@ -13,7 +13,7 @@ import ast
 import importlib.metadata
 import importlib.util
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -29,6 +29,7 @@ __all__ = [
     "MAPPING_MODALITY",
     "PROCESSOR_MODALITY",
     "SUB_CONFIG_ROLE_MODALITY",
+    "SUPPORTED_TRANSFORMERS",
     "TIERS",
     "Catalog",
     "CatalogError",
@@ -151,6 +152,9 @@ PROCESSOR_MODALITY = {
     "video_processor": "vision",
     "feature_extractor": "audio",
 }
+
+# The transformers releases whose tables hfci reads (pyproject.toml pins the same range).
+SUPPORTED_TRANSFORMERS = ">=4.57,<6"
 
 # Order matters: when one class serves several mappings, the head is named after the first.
 _AUTO_FILES = (
@@ -311,9 +315,14 @@ class Catalog:
 
 @dataclass(frozen=True)
 class _Symbol:
-    """A name the reader could not evaluate (a class object, a function)."""
+    """A name the reader could not evaluate (a class object, a function).
+
+    ``origin`` is its dotted path when the file imported it (``from .text_classification import
+    TextClassificationPipeline``): before 5.x's strings, pipelines named their classes that way.
+    """
 
     name: str
+    origin: str = ""
 
 
 @dataclass(frozen=True)
@@ -366,12 +375,53 @@ def _evaluate(node: ast.AST, ns: dict[str, Any]) -> Any:
     raise _Unsupported
 
 
-def _read_tables(path: Path, ns: dict[str, Any]) -> None:
-    """Evaluate the literal top-level assignments (and ``X.update(...)`` calls) of one file into ns."""
+def _runtime_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The top-level statements that run on import, with every optional backend present.
+
+    Older releases wrap their tables in ``if TYPE_CHECKING: <annotation> else: <table>`` and their
+    imports in ``if is_torch_available():``; the table hfci wants is the one that runs, with the
+    backends there (as for conditional entries, see ``_evaluate``).
+    """
+    for stmt in body:
+        if isinstance(stmt, ast.If):
+            test = stmt.test
+            name = (
+                test.id
+                if isinstance(test, ast.Name)
+                else test.attr
+                if isinstance(test, ast.Attribute)
+                else ""
+            )
+            yield from _runtime_statements(stmt.orelse if name == "TYPE_CHECKING" else stmt.body)
+        elif isinstance(stmt, ast.Try):
+            yield from _runtime_statements(stmt.body)
+        else:
+            yield stmt
+
+
+def _imported(stmt: ast.ImportFrom, package: str) -> dict[str, str]:
+    """Name -> dotted path for ``from .module import Name`` (relative to ``package``)."""
+    parts = package.split(".")
+    # ``from .x`` is x in the package, ``from ..x`` x in its parent; an absolute import names it all.
+    base = parts[: len(parts) - stmt.level + 1] if stmt.level else []
+    prefix = ".".join([*base, *([stmt.module] if stmt.module else [])])
+    return {alias.asname or alias.name: f"{prefix}.{alias.name}" for alias in stmt.names if alias.name != "*"}
+
+
+def _read_tables(path: Path, ns: dict[str, Any], package: str = "") -> None:
+    """Evaluate the literal top-level assignments (and ``X.update(...)`` calls) of one file into ns.
+
+    ``package`` is the file's package (``transformers.pipelines``), to resolve relative imports.
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for stmt in tree.body:
+    for stmt in _runtime_statements(tree.body):
         try:
-            if (
+            if isinstance(stmt, ast.ImportFrom):
+                # A table read from an earlier file stays; other imported names keep their origin.
+                for name, origin in _imported(stmt, package).items():
+                    if not isinstance(ns.get(name), (dict, _AutoClass, _LazyMapping)):
+                        ns[name] = _Symbol(name, origin)
+            elif (
                 isinstance(stmt, ast.Assign)
                 and len(stmt.targets) == 1
                 and isinstance(stmt.targets[0], ast.Name)
@@ -389,6 +439,12 @@ def _read_tables(path: Path, ns: dict[str, Any]) -> None:
             ):
                 ns[stmt.value.func.value.id].update(_evaluate(stmt.value.args[0], ns))
             elif isinstance(stmt, ast.ClassDef):
+                # An auto class without its own mapping reads its base's (4.57's deprecated
+                # AutoModelForVision2Seq subclasses the one that names the table).
+                bases = [ns.get(b.id) for b in stmt.bases if isinstance(b, ast.Name)]
+                inherited = next((b for b in bases if isinstance(b, _AutoClass)), None)
+                if inherited:
+                    ns[stmt.name] = inherited
                 for item in stmt.body:
                     if (
                         isinstance(item, ast.Assign)
@@ -408,19 +464,34 @@ def transformers_root() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _tree_version(root: Path) -> str:
+    """The ``__version__`` a transformers source tree declares, read without importing it."""
+    init = root / "__init__.py"
+    text = init.read_text(encoding="utf-8") if init.exists() else ""
+    found = re.search(r'^__version__\s*=\s*"([^"]+)"', text, re.M)
+    return found.group(1) if found else "of unknown version"
+
+
 def read_transformers_tables(root: Path | None = None) -> dict[str, Any]:
-    """transformers' auto-mapping tables and pipeline tasks, as plain data."""
+    """transformers' auto-mapping tables and pipeline tasks, as plain data.
+
+    Every file is optional: a table moved between them across releases (5.10 gathered the
+    config and processor tables into ``auto_mappings.py``), and the others hold what is left.
+    """
     root = root or transformers_root()
     ns: dict[str, Any] = {}
     for rel in _AUTO_FILES:
         path = root / rel
-        if not path.exists():
-            raise CatalogError(f"transformers at {root} has no {rel}; hfci supports transformers 5.x")
-        _read_tables(path, ns)
+        if path.exists():
+            package = ".".join(["transformers", *Path(rel).parent.parts])
+            _read_tables(path, ns, package)
     if not isinstance(ns.get("CONFIG_MAPPING_NAMES"), dict) or not isinstance(
         ns.get("MODEL_MAPPING_NAMES"), dict
     ):
-        raise CatalogError(f"could not read transformers' auto mappings from {root}")
+        raise CatalogError(
+            f"could not read the auto mappings of transformers {_tree_version(root)} at {root}; "
+            f"hfci supports transformers {SUPPORTED_TRANSFORMERS}"
+        )
     return ns
 
 
@@ -467,6 +538,8 @@ def task_requirements(ns: Mapping[str, Any], root: Path) -> dict[str, frozenset[
     out = {}
     for task, spec in (ns.get("SUPPORTED_TASKS") or {}).items():
         impl = spec.get("impl", "") if isinstance(spec, dict) else ""
+        # A dotted string from 5.10 on, an imported class before.
+        impl = impl.origin if isinstance(impl, _Symbol) else impl if isinstance(impl, str) else ""
         parts = impl.split(".")
         path = root.joinpath(*parts[1:-1]).with_suffix(".py") if len(parts) > 2 else None
         text = path.read_text(encoding="utf-8") if path and path.exists() else ""
@@ -768,6 +841,14 @@ def load_catalog() -> Catalog:
     """The catalog of the installed transformers (cached for the process)."""
     root = transformers_root()
     version = importlib.metadata.version("transformers")
+    # Imported here: packaging costs every `hfci` start, and only this check needs it.
+    from packaging.specifiers import SpecifierSet
+
+    # A development build (5.25.0.dev0) is the release it leads to.
+    if not SpecifierSet(SUPPORTED_TRANSFORMERS).contains(version, prereleases=True):
+        raise CatalogError(
+            f"transformers {version} is installed; hfci supports transformers {SUPPORTED_TRANSFORMERS}"
+        )
     return build_catalog(read_transformers_tables(root), root, version)
 
 
