@@ -38,7 +38,9 @@ __all__ = [
     "build_catalog",
     "build_heads",
     "categorize",
+    "check_supported",
     "defined_classes",
+    "entries_note",
     "family_of",
     "head_mappings",
     "identifier_for",
@@ -54,6 +56,7 @@ __all__ = [
     "task_requirements",
     "tier_table",
     "transformers_root",
+    "unmatched_entries",
 ]
 
 CATEGORIES = ("text", "vision", "audio", "multimodal", "time-series", "other")
@@ -256,6 +259,7 @@ class Catalog:
     records: Mapping[str, ModelRecord]
     unmatched_tiers: tuple[tuple[str, str, str], ...] = ()
     dangling_heads: tuple[str, ...] = ()
+    unmatched_entries: tuple[tuple[str, str], ...] = ()
 
     def __iter__(self):
         return iter(self.records.values())
@@ -562,7 +566,13 @@ def sub_config_roles(module_dir: Path) -> dict[str, str]:
 def module_name(model_type: str, ns: Mapping[str, Any]) -> str:
     """The transformers module (under ``transformers.models``) of a model type."""
     special = ns.get("SPECIAL_MODEL_TYPE_TO_MODULE_NAME") or {}
-    return special.get(model_type, model_type.replace("-", "_"))
+    name = special.get(model_type, model_type.replace("-", "_"))
+    # Before 5.0, retired models lived on under models/deprecated/.
+    return f"deprecated.{name}" if name in (ns.get("DEPRECATED_MODELS") or ()) else name
+
+
+def _module_dir(root: Path, module: str) -> Path:
+    return root.joinpath("models", *module.split("."))
 
 
 def identifier_for(model_type: str) -> str:
@@ -754,10 +764,44 @@ def tier_table(model_types: Iterable[str]) -> tuple[dict[str, str], tuple[tuple[
     return tiers, tuple(unmatched)
 
 
+def _named(value: str | list[str]) -> str:
+    return value if isinstance(value, str) else ", ".join(value)
+
+
+def unmatched_entries(model_types: Iterable[str], version: str) -> tuple[tuple[str, str], ...]:
+    """(model type, why) for each ``models.toml`` entry, or known failure in one, that does not
+    apply to transformers ``version``: its model type is not there, or its range excludes it.
+
+    Without this an entry left behind by a release (a renamed model type, a failure fixed
+    upstream) would be silently ignored: its case would pass, or fail unexplained.
+    """
+    known = set(model_types)
+    out = []
+    for model_type in data.entry_model_types():
+        if model_type not in known:
+            out.append((model_type, f"not a model type of transformers {version}"))
+            continue
+        for failure in data.model_entry(model_type).get("known_failures", []):
+            versions = failure.get("transformers")
+            if not data.in_range(versions, version):
+                what = f"{_named(failure.get('check', '*'))} of {_named(failure.get('head', '*'))}"
+                out.append((model_type, f"known failure ({what}) is for transformers {versions}"))
+    return tuple(out)
+
+
+def entries_note(catalog: Catalog) -> str:
+    """One line saying how many models.toml entries do not apply, and where they are listed."""
+    types = len({model_type for model_type, _ in catalog.unmatched_entries})
+    return (
+        f"models.toml: {len(catalog.unmatched_entries)} entries of {types} model types do not apply "
+        f"to transformers {catalog.transformers_version} (`hfci catalog --unmatched-entries` lists them)"
+    )
+
+
 def defined_classes(root: Path) -> set[str]:
     """Every class defined at top level in transformers' modeling sources."""
     found: set[str] = set()
-    for path in root.glob("models/*/modeling_*.py"):
+    for path in [*root.glob("models/*/modeling_*.py"), *root.glob("models/deprecated/*/modeling_*.py")]:
         found.update(_CLASS_RE_NAME.findall(path.read_text(encoding="utf-8")))
     return found
 
@@ -794,7 +838,7 @@ def build_catalog(ns: Mapping[str, Any], root: Path, version: str) -> Catalog:
         if base_only:
             # Only the base model: what it reads, and what non-text processors prepare for it
             # (a tokenizer beside a vision encoder only decodes its outputs).
-            inputs = main_inputs(root / "models" / module)
+            inputs = main_inputs(_module_dir(root, module))
             modalities = [INPUT_MODALITY.get(inputs.get(h.class_name, "input_ids"), "other") for h in heads]
             modalities += [
                 PROCESSOR_MODALITY[k] for k in processors if k != "tokenizer" and k in PROCESSOR_MODALITY
@@ -813,7 +857,13 @@ def build_catalog(ns: Mapping[str, Any], root: Path, version: str) -> Catalog:
             heads=heads,
             processors=processors,
         )
-    return Catalog(version, _place_sub_configs(records, root), unmatched, tuple(dangling))
+    return Catalog(
+        version,
+        _place_sub_configs(records, root),
+        unmatched,
+        tuple(dangling),
+        unmatched_entries(records, version),
+    )
 
 
 def _place_sub_configs(records: dict[str, ModelRecord], root: Path) -> dict[str, ModelRecord]:
@@ -827,7 +877,7 @@ def _place_sub_configs(records: dict[str, ModelRecord], root: Path) -> dict[str,
     for model_type, record in records.items():
         if record.category == "other" and record.family in ("other", "sub-config"):
             if record.module not in roles_by_module:
-                roles_by_module[record.module] = sub_config_roles(root / "models" / record.module)
+                roles_by_module[record.module] = sub_config_roles(_module_dir(root, record.module))
             role = roles_by_module[record.module].get(record.config_class, "")
             parent = parents.get(record.module)
             category = SUB_CONFIG_ROLE_MODALITY.get(role) or (parent.category if parent else "other")
@@ -836,11 +886,8 @@ def _place_sub_configs(records: dict[str, ModelRecord], root: Path) -> dict[str,
     return out
 
 
-@cache
-def load_catalog() -> Catalog:
-    """The catalog of the installed transformers (cached for the process)."""
-    root = transformers_root()
-    version = importlib.metadata.version("transformers")
+def check_supported(version: str) -> None:
+    """A clear error for a transformers release outside the range hfci reads."""
     # Imported here: packaging costs every `hfci` start, and only this check needs it.
     from packaging.specifiers import SpecifierSet
 
@@ -849,6 +896,14 @@ def load_catalog() -> Catalog:
         raise CatalogError(
             f"transformers {version} is installed; hfci supports transformers {SUPPORTED_TRANSFORMERS}"
         )
+
+
+@cache
+def load_catalog() -> Catalog:
+    """The catalog of the installed transformers (cached for the process)."""
+    root = transformers_root()
+    version = importlib.metadata.version("transformers")
+    check_supported(version)
     return build_catalog(read_transformers_tables(root), root, version)
 
 
