@@ -322,7 +322,7 @@ class _Symbol:
     """A name the reader could not evaluate (a class object, a function).
 
     ``origin`` is its dotted path when the file imported it (``from .text_classification import
-    TextClassificationPipeline``): before 5.x's strings, pipelines named their classes that way.
+    TextClassificationPipeline``): until 5.10 named them by string, pipelines named their classes so.
     """
 
     name: str
