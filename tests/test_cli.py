@@ -112,3 +112,37 @@ def test_the_noxfile_turns_leading_bare_words_into_categories() -> None:
         "-k",
         "vision",
     ]
+
+
+def test_entries_that_do_not_apply_are_listed(tmp_path: Path) -> None:
+    # A project's own entries, for a model type this release lacks and for an older release.
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.hfci.models.no_such_model]\n"
+        "config = { hidden_size = 8 }\n\n"
+        "[[tool.hfci.models.bert.known_failures]]\n"
+        'check = "forward"\nhead = "ForMaskedLM"\nraises = "ValueError"\nreason = "fixed upstream since"\ntransformers = "<5"\n',
+        encoding="utf-8",
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "hfci.cli", "catalog", *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+    import transformers
+
+    version = transformers.__version__
+    listed = run("--unmatched-entries")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert f"no_such_model\tnot a model type of transformers {version}" in lines
+    assert "bert\tknown failure (forward of ForMaskedLM) is for transformers <5" in lines
+    table = run("--model", "bert")
+    assert (
+        f"entries of {len({line.split(chr(9))[0] for line in lines})} model types do not apply"
+        in table.stdout
+    )
+    payload = json.loads(run("--format", "json", "--model", "bert").stdout)
+    assert {
+        "model_type": "no_such_model",
+        "reason": f"not a model type of transformers {version}",
+    } in payload["unmatched_entries"]

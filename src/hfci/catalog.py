@@ -13,7 +13,7 @@ import ast
 import importlib.metadata
 import importlib.util
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -29,6 +29,7 @@ __all__ = [
     "MAPPING_MODALITY",
     "PROCESSOR_MODALITY",
     "SUB_CONFIG_ROLE_MODALITY",
+    "SUPPORTED_TRANSFORMERS",
     "TIERS",
     "Catalog",
     "CatalogError",
@@ -37,7 +38,9 @@ __all__ = [
     "build_catalog",
     "build_heads",
     "categorize",
+    "check_supported",
     "defined_classes",
+    "entries_note",
     "family_of",
     "head_mappings",
     "identifier_for",
@@ -53,6 +56,7 @@ __all__ = [
     "task_requirements",
     "tier_table",
     "transformers_root",
+    "unmatched_entries",
 ]
 
 CATEGORIES = ("text", "vision", "audio", "multimodal", "time-series", "other")
@@ -151,6 +155,9 @@ PROCESSOR_MODALITY = {
     "video_processor": "vision",
     "feature_extractor": "audio",
 }
+
+# The transformers releases whose tables hfci reads (pyproject.toml pins the same range).
+SUPPORTED_TRANSFORMERS = ">=4.57,<6"
 
 # Order matters: when one class serves several mappings, the head is named after the first.
 _AUTO_FILES = (
@@ -252,6 +259,7 @@ class Catalog:
     records: Mapping[str, ModelRecord]
     unmatched_tiers: tuple[tuple[str, str, str], ...] = ()
     dangling_heads: tuple[str, ...] = ()
+    unmatched_entries: tuple[tuple[str, str], ...] = ()
 
     def __iter__(self):
         return iter(self.records.values())
@@ -311,9 +319,14 @@ class Catalog:
 
 @dataclass(frozen=True)
 class _Symbol:
-    """A name the reader could not evaluate (a class object, a function)."""
+    """A name the reader could not evaluate (a class object, a function).
+
+    ``origin`` is its dotted path when the file imported it (``from .text_classification import
+    TextClassificationPipeline``): until 5.10 named them by string, pipelines named their classes so.
+    """
 
     name: str
+    origin: str = ""
 
 
 @dataclass(frozen=True)
@@ -366,12 +379,53 @@ def _evaluate(node: ast.AST, ns: dict[str, Any]) -> Any:
     raise _Unsupported
 
 
-def _read_tables(path: Path, ns: dict[str, Any]) -> None:
-    """Evaluate the literal top-level assignments (and ``X.update(...)`` calls) of one file into ns."""
+def _runtime_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The top-level statements that run on import, with every optional backend present.
+
+    Older releases wrap their tables in ``if TYPE_CHECKING: <annotation> else: <table>`` and their
+    imports in ``if is_torch_available():``; the table hfci wants is the one that runs, with the
+    backends there (as for conditional entries, see ``_evaluate``).
+    """
+    for stmt in body:
+        if isinstance(stmt, ast.If):
+            test = stmt.test
+            name = (
+                test.id
+                if isinstance(test, ast.Name)
+                else test.attr
+                if isinstance(test, ast.Attribute)
+                else ""
+            )
+            yield from _runtime_statements(stmt.orelse if name == "TYPE_CHECKING" else stmt.body)
+        elif isinstance(stmt, ast.Try):
+            yield from _runtime_statements(stmt.body)
+        else:
+            yield stmt
+
+
+def _imported(stmt: ast.ImportFrom, package: str) -> dict[str, str]:
+    """Name -> dotted path for ``from .module import Name`` (relative to ``package``)."""
+    parts = package.split(".")
+    # ``from .x`` is x in the package, ``from ..x`` x in its parent; an absolute import names it all.
+    base = parts[: len(parts) - stmt.level + 1] if stmt.level else []
+    prefix = ".".join([*base, *([stmt.module] if stmt.module else [])])
+    return {alias.asname or alias.name: f"{prefix}.{alias.name}" for alias in stmt.names if alias.name != "*"}
+
+
+def _read_tables(path: Path, ns: dict[str, Any], package: str = "") -> None:
+    """Evaluate the literal top-level assignments (and ``X.update(...)`` calls) of one file into ns.
+
+    ``package`` is the file's package (``transformers.pipelines``), to resolve relative imports.
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for stmt in tree.body:
+    for stmt in _runtime_statements(tree.body):
         try:
-            if (
+            if isinstance(stmt, ast.ImportFrom):
+                # A table read from an earlier file stays; other imported names keep their origin.
+                for name, origin in _imported(stmt, package).items():
+                    if not isinstance(ns.get(name), (dict, _AutoClass, _LazyMapping)):
+                        ns[name] = _Symbol(name, origin)
+            elif (
                 isinstance(stmt, ast.Assign)
                 and len(stmt.targets) == 1
                 and isinstance(stmt.targets[0], ast.Name)
@@ -389,6 +443,12 @@ def _read_tables(path: Path, ns: dict[str, Any]) -> None:
             ):
                 ns[stmt.value.func.value.id].update(_evaluate(stmt.value.args[0], ns))
             elif isinstance(stmt, ast.ClassDef):
+                # An auto class without its own mapping reads its base's (4.57's deprecated
+                # AutoModelForVision2Seq subclasses the one that names the table).
+                bases = [ns.get(b.id) for b in stmt.bases if isinstance(b, ast.Name)]
+                inherited = next((b for b in bases if isinstance(b, _AutoClass)), None)
+                if inherited:
+                    ns[stmt.name] = inherited
                 for item in stmt.body:
                     if (
                         isinstance(item, ast.Assign)
@@ -408,19 +468,34 @@ def transformers_root() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _tree_version(root: Path) -> str:
+    """The ``__version__`` a transformers source tree declares, read without importing it."""
+    init = root / "__init__.py"
+    text = init.read_text(encoding="utf-8") if init.exists() else ""
+    found = re.search(r'^__version__\s*=\s*"([^"]+)"', text, re.M)
+    return found.group(1) if found else "of unknown version"
+
+
 def read_transformers_tables(root: Path | None = None) -> dict[str, Any]:
-    """transformers' auto-mapping tables and pipeline tasks, as plain data."""
+    """transformers' auto-mapping tables and pipeline tasks, as plain data.
+
+    Every file is optional: a table moved between them across releases (5.10 gathered the
+    config and processor tables into ``auto_mappings.py``), and the others hold what is left.
+    """
     root = root or transformers_root()
     ns: dict[str, Any] = {}
     for rel in _AUTO_FILES:
         path = root / rel
-        if not path.exists():
-            raise CatalogError(f"transformers at {root} has no {rel}; hfci supports transformers 5.x")
-        _read_tables(path, ns)
+        if path.exists():
+            package = ".".join(["transformers", *Path(rel).parent.parts])
+            _read_tables(path, ns, package)
     if not isinstance(ns.get("CONFIG_MAPPING_NAMES"), dict) or not isinstance(
         ns.get("MODEL_MAPPING_NAMES"), dict
     ):
-        raise CatalogError(f"could not read transformers' auto mappings from {root}")
+        raise CatalogError(
+            f"could not read the auto mappings of transformers {_tree_version(root)} at {root}; "
+            f"hfci supports transformers {SUPPORTED_TRANSFORMERS}"
+        )
     return ns
 
 
@@ -467,6 +542,8 @@ def task_requirements(ns: Mapping[str, Any], root: Path) -> dict[str, frozenset[
     out = {}
     for task, spec in (ns.get("SUPPORTED_TASKS") or {}).items():
         impl = spec.get("impl", "") if isinstance(spec, dict) else ""
+        # A dotted string from 5.10 on, an imported class before.
+        impl = impl.origin if isinstance(impl, _Symbol) else impl if isinstance(impl, str) else ""
         parts = impl.split(".")
         path = root.joinpath(*parts[1:-1]).with_suffix(".py") if len(parts) > 2 else None
         text = path.read_text(encoding="utf-8") if path and path.exists() else ""
@@ -489,7 +566,13 @@ def sub_config_roles(module_dir: Path) -> dict[str, str]:
 def module_name(model_type: str, ns: Mapping[str, Any]) -> str:
     """The transformers module (under ``transformers.models``) of a model type."""
     special = ns.get("SPECIAL_MODEL_TYPE_TO_MODULE_NAME") or {}
-    return special.get(model_type, model_type.replace("-", "_"))
+    name = special.get(model_type, model_type.replace("-", "_"))
+    # Before 5.0, retired models lived on under models/deprecated/.
+    return f"deprecated.{name}" if name in (ns.get("DEPRECATED_MODELS") or ()) else name
+
+
+def _module_dir(root: Path, module: str) -> Path:
+    return root.joinpath("models", *module.split("."))
 
 
 def identifier_for(model_type: str) -> str:
@@ -681,10 +764,44 @@ def tier_table(model_types: Iterable[str]) -> tuple[dict[str, str], tuple[tuple[
     return tiers, tuple(unmatched)
 
 
+def _named(value: str | list[str]) -> str:
+    return value if isinstance(value, str) else ", ".join(value)
+
+
+def unmatched_entries(model_types: Iterable[str], version: str) -> tuple[tuple[str, str], ...]:
+    """(model type, why) for each ``models.toml`` entry, or known failure in one, that does not
+    apply to transformers ``version``: its model type is not there, or its range excludes it.
+
+    Without this an entry left behind by a release (a renamed model type, a failure fixed
+    upstream) would be silently ignored: its case would pass, or fail unexplained.
+    """
+    known = set(model_types)
+    out = []
+    for model_type in data.entry_model_types():
+        if model_type not in known:
+            out.append((model_type, f"not a model type of transformers {version}"))
+            continue
+        for failure in data.model_entry(model_type).get("known_failures", []):
+            versions = failure.get("transformers")
+            if not data.in_range(versions, version):
+                what = f"{_named(failure.get('check', '*'))} of {_named(failure.get('head', '*'))}"
+                out.append((model_type, f"known failure ({what}) is for transformers {versions}"))
+    return tuple(out)
+
+
+def entries_note(catalog: Catalog) -> str:
+    """One line saying how many models.toml entries do not apply, and where they are listed."""
+    types = len({model_type for model_type, _ in catalog.unmatched_entries})
+    return (
+        f"models.toml: {len(catalog.unmatched_entries)} entries of {types} model types do not apply "
+        f"to transformers {catalog.transformers_version} (`hfci catalog --unmatched-entries` lists them)"
+    )
+
+
 def defined_classes(root: Path) -> set[str]:
     """Every class defined at top level in transformers' modeling sources."""
     found: set[str] = set()
-    for path in root.glob("models/*/modeling_*.py"):
+    for path in [*root.glob("models/*/modeling_*.py"), *root.glob("models/deprecated/*/modeling_*.py")]:
         found.update(_CLASS_RE_NAME.findall(path.read_text(encoding="utf-8")))
     return found
 
@@ -721,7 +838,7 @@ def build_catalog(ns: Mapping[str, Any], root: Path, version: str) -> Catalog:
         if base_only:
             # Only the base model: what it reads, and what non-text processors prepare for it
             # (a tokenizer beside a vision encoder only decodes its outputs).
-            inputs = main_inputs(root / "models" / module)
+            inputs = main_inputs(_module_dir(root, module))
             modalities = [INPUT_MODALITY.get(inputs.get(h.class_name, "input_ids"), "other") for h in heads]
             modalities += [
                 PROCESSOR_MODALITY[k] for k in processors if k != "tokenizer" and k in PROCESSOR_MODALITY
@@ -740,7 +857,13 @@ def build_catalog(ns: Mapping[str, Any], root: Path, version: str) -> Catalog:
             heads=heads,
             processors=processors,
         )
-    return Catalog(version, _place_sub_configs(records, root), unmatched, tuple(dangling))
+    return Catalog(
+        version,
+        _place_sub_configs(records, root),
+        unmatched,
+        tuple(dangling),
+        unmatched_entries(records, version),
+    )
 
 
 def _place_sub_configs(records: dict[str, ModelRecord], root: Path) -> dict[str, ModelRecord]:
@@ -754,7 +877,7 @@ def _place_sub_configs(records: dict[str, ModelRecord], root: Path) -> dict[str,
     for model_type, record in records.items():
         if record.category == "other" and record.family in ("other", "sub-config"):
             if record.module not in roles_by_module:
-                roles_by_module[record.module] = sub_config_roles(root / "models" / record.module)
+                roles_by_module[record.module] = sub_config_roles(_module_dir(root, record.module))
             role = roles_by_module[record.module].get(record.config_class, "")
             parent = parents.get(record.module)
             category = SUB_CONFIG_ROLE_MODALITY.get(role) or (parent.category if parent else "other")
@@ -763,11 +886,24 @@ def _place_sub_configs(records: dict[str, ModelRecord], root: Path) -> dict[str,
     return out
 
 
+def check_supported(version: str) -> None:
+    """A clear error for a transformers release outside the range hfci reads."""
+    # Imported here: packaging costs every `hfci` start, and only this check needs it.
+    from packaging.specifiers import SpecifierSet
+
+    # A development build (5.25.0.dev0) is the release it leads to.
+    if not SpecifierSet(SUPPORTED_TRANSFORMERS).contains(version, prereleases=True):
+        raise CatalogError(
+            f"transformers {version} is installed; hfci supports transformers {SUPPORTED_TRANSFORMERS}"
+        )
+
+
 @cache
 def load_catalog() -> Catalog:
     """The catalog of the installed transformers (cached for the process)."""
     root = transformers_root()
     version = importlib.metadata.version("transformers")
+    check_supported(version)
     return build_catalog(read_transformers_tables(root), root, version)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hfci import baselines_cli, diff, matrix, report, scaffold
-from hfci.catalog import CATEGORIES, ModelRecord, load_catalog
+from hfci.catalog import CATEGORIES, ModelRecord, entries_note, load_catalog
 from hfci.errors import HfciError, validate_choices
 from hfci.selection import MODEL_OPTIONS, OPTIONS, Selection, add_arguments
 
@@ -68,6 +68,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         for tier, name, model_type in catalog.unmatched_tiers:
             print(f"{tier}\t{name}\t{model_type}")
         return 0
+    if args.unmatched_entries:
+        for model_type, why in catalog.unmatched_entries:
+            print(f"{model_type}\t{why}")
+        return 0
     records = Selection.from_namespace(args, MODEL_OPTIONS).records(catalog)
     if args.format == "json":
         payload = {
@@ -76,6 +80,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
             "unmatched_tiers": [
                 {"tier": t, "name": n, "model_type": m} for t, n, m in catalog.unmatched_tiers
             ],
+            "unmatched_entries": [{"model_type": m, "reason": why} for m, why in catalog.unmatched_entries],
             "models": [r.to_dict() for r in records],
         }
         print(json.dumps(payload, indent=2, sort_keys=True))
@@ -84,6 +89,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     else:
         print(_table(_catalog_rows(records)))
         print(f"\n{len(records)} of {len(catalog)} model types (transformers {catalog.transformers_version})")
+        if catalog.unmatched_entries:
+            print(entries_note(catalog))
     return 0
 
 
@@ -167,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--format", choices=("table", "json", "md"), default="table")
     catalog.add_argument(
         "--unmatched-tiers", action="store_true", help="list tier entries that match no installed model type"
+    )
+    catalog.add_argument(
+        "--unmatched-entries",
+        action="store_true",
+        help="list models.toml entries that do not apply to the installed transformers",
     )
     catalog.set_defaults(func=cmd_catalog)
 

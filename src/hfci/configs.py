@@ -73,14 +73,15 @@ def nested_config_dicts(d: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def sub_configs(config: Any) -> list[Any]:
     """The config and every nested config, outermost first."""
-    from transformers import PreTrainedConfig
+    # 5.x's name; 4.57 has only PretrainedConfig, which 5.x keeps as an alias.
+    from transformers import PretrainedConfig
 
     found, queue = [], [config]
     while queue:
         current = queue.pop(0)
         found.append(current)
         for value in vars(current).values():
-            if isinstance(value, PreTrainedConfig):
+            if isinstance(value, PretrainedConfig):
                 queue.append(value)
     return found
 

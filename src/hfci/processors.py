@@ -89,7 +89,11 @@ def tokenizer_for(
         backend.post_processor = processors.TemplateProcessing(
             single="$A [EOS]", special_tokens=[("[EOS]", ids["[EOS]"])]
         )
-    return PreTrainedTokenizerFast(tokenizer_object=backend, **names)
+    # 5.x's default inputs; 4.57's tokenizer also returned token_type_ids, which its pipelines
+    # passed on to models that take none (BART, DistilBERT, T5).
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, model_input_names=["input_ids", "attention_mask"], **names
+    )
 
 
 def _class(name: str) -> Any:

@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["known_failure", "load", "model_entry", "tomllib"]
+__all__ = ["entry_model_types", "in_range", "known_failure", "load", "model_entry", "tomllib"]
 
 
 @cache
@@ -48,6 +48,19 @@ def model_entry(model_type: str) -> dict[str, Any]:
     return merged
 
 
+def entry_model_types() -> list[str]:
+    """Every model type with an entry in ``models.toml`` or the project's ``[tool.hfci.models]``."""
+    return sorted({*load("models"), *tool_table("models")})
+
+
+def in_range(versions: str | None, transformers_version: str) -> bool:
+    """Whether an entry's ``transformers`` specifier covers the release (no specifier: every one)."""
+    # Imported here, not at the top: packaging costs every `hfci` start, and only matching needs it.
+    from packaging.specifiers import SpecifierSet
+
+    return not versions or transformers_version in SpecifierSet(versions)
+
+
 def _covers(value: str | list[str], wanted: str) -> bool:
     """An entry's field names ``wanted``: ``"*"``, the value itself, or a list holding either."""
     values = [value] if isinstance(value, str) else value
@@ -68,17 +81,13 @@ def known_failure(
     or ``"*"``), ``device`` and ``runner`` (default ``"*"``), and ``transformers`` (a version
     specifier; no specifier covers every release).
     """
-    # Imported here, not at the top: packaging costs every `hfci` start, and only matching needs it.
-    from packaging.specifiers import SpecifierSet
-
     for entry in model_entry(model_type).get("known_failures", []):
-        versions = entry.get("transformers")
         if (
             _covers(entry.get("check", "*"), check)
             and _covers(entry.get("head", "*"), head)
             and _covers(entry.get("device", "*"), device)
             and _covers(entry.get("runner", "*"), runner)
-            and (not versions or transformers_version in SpecifierSet(versions))
+            and in_range(entry.get("transformers"), transformers_version)
         ):
             return entry
     return None

@@ -24,7 +24,7 @@ import pytest
 
 from hfci import __version__, baselines, bench
 from hfci.case import TinyCase
-from hfci.catalog import load_catalog
+from hfci.catalog import entries_note, load_catalog
 from hfci.devices import describe, fingerprint
 from hfci.factory import FactoryError, MissingDependency
 from hfci.outputs import seeded_forward
@@ -563,6 +563,14 @@ class HfciSession:
         terminalreporter.write_line(summary(records, new_failures=fresh, lost_coverage=lost))
         for line in notes:
             terminalreporter.write_line(line)
+        catalog = load_catalog()
+        if catalog.unmatched_entries:
+            # The run's own model types first: an entry out of range there leaves its check failing.
+            terminalreporter.write_line(entries_note(catalog))
+            ran = {r.model_type for r in records}
+            for model_type, why in catalog.unmatched_entries:
+                if model_type in ran:
+                    terminalreporter.write_line(f"  {model_type}: {why}")
         session = self._session
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(
             session and (session.shouldstop or session.shouldfail)
