@@ -759,9 +759,10 @@ def plan_jobs(
 
     A runner other than eager runs the parity check of every case against eager; its jobs shard
     on the same recorded durations, so plan and jobs agree on what each shard holds. A release
-    (``releases``, else devices.toml's ``transformers``) adds its name, its spec (the job installs
-    it as ``HFCI_TRANSFORMERS_SPEC``) and its artifact name, so shards of two releases never
-    collide; without one the jobs carry no release and install the noxfile's pin.
+    (``releases``, else devices.toml's ``transformers``) is in the job's name, its
+    ``transformers-spec`` (the job installs it as ``HFCI_TRANSFORMERS_SPEC``) and its artifact
+    name, so shards of two releases never collide; without one both are empty and the job
+    installs the workflow's spec, or the noxfile's pin.
     """
     jobs: list[dict[str, Any]] = []
     if not cases:
@@ -781,11 +782,6 @@ def plan_jobs(
                 + ([] if runner == "eager" else [runner])
                 + ([] if release is None else [f"transformers {release}"])
             )
-            axis = (
-                {}
-                if release is None
-                else {"transformers": release, "transformers-spec": f"transformers=={release}"}
-            )
             jobs.append(
                 {
                     "name": f"{label} {index}/{count}",
@@ -802,7 +798,9 @@ def plan_jobs(
                     "torch-spec": device.torch_spec,
                     "torch-index": device.torch_index,
                     "artifact": f"results-{label.replace(' ', '-')}-{index}-of-{count}",
-                    **axis,
+                    # Empty without an axis: the workflow's transformers-spec, the noxfile's pin.
+                    "transformers": release or "",
+                    "transformers-spec": f"transformers=={release}" if release else "",
                 }
             )
     return jobs
@@ -853,7 +851,7 @@ def summary_markdown(
     if not jobs:
         return f"### hfci matrix\n\nNo jobs: the selection has {case_count} cases and no device to run them."
     # The transformers axis gets a column only when the plan has one: today's tables stay as they were.
-    axis = any("transformers" in job for job in jobs)
+    axis = any(job.get("transformers") for job in jobs)
     lines = [
         "### hfci matrix",
         "",
@@ -1021,9 +1019,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     github.set_output("jobs", str(total))
     github.set_output("max-parallel", str(config.max_parallel))
     # The aggregate job reports each release apart: empty without an axis.
-    axis = dict.fromkeys(
-        job["transformers"] for m in matrices for job in m["include"] if "transformers" in job
-    )
+    axis = dict.fromkeys(job["transformers"] for m in matrices for job in m["include"] if job["transformers"])
     github.set_output("transformers", " ".join(axis))
     github.append_summary(summary_markdown(matrices, len(cases), notes))
     for note in notes:
