@@ -707,6 +707,25 @@ def test_devices_toml_names_releases_for_the_matrix_and_per_device(tmp_path: Pat
     assert "the jobs of 5.24.0, 5.25.0rc1 shard that release's own cases" in notes[4]
 
 
+def test_a_device_without_releases_runs_the_pin_beside_one_with_them(
+    tmp_path: Path, cases: list[str]
+) -> None:
+    text = AXIS.replace("shards = 3\n", 'shards = 3\ntransformers = ["5.24.0"]\n')
+    config = matrix.load_devices_config(write_config(tmp_path, text))
+    jobs = matrix.plan_jobs(cases, config, {})
+    assert [(job["name"], job["transformers-spec"]) for job in jobs] == [
+        ("cpu transformers 5.24.0 1/3", "transformers==5.24.0"),
+        ("cpu transformers 5.24.0 2/3", "transformers==5.24.0"),
+        ("cpu transformers 5.24.0 3/3", "transformers==5.24.0"),
+        ("cuda 1/2", ""),
+        ("cuda 2/2", ""),
+    ]
+    summary = matrix.summary_markdown([{"include": jobs}], len(cases))
+    assert "| cpu | 5.24.0 | x | 3 |" in summary and "| cuda | pinned | g | 2 |" in summary
+    notes = matrix.release_notes(config, list(config.devices.values()), [], "5.23.0")
+    assert notes[:2] == ["cpu: transformers 5.24.0", "cuda: the pinned transformers (no axis)"]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

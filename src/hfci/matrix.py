@@ -952,7 +952,7 @@ def release_notes(
     if not named:
         return []
     notes = [
-        f"{name}: transformers {', '.join(mine)}" if mine else f"{name}: the noxfile's transformers (no axis)"
+        f"{name}: transformers {', '.join(mine)}" if mine else f"{name}: the pinned transformers (no axis)"
         for name, mine in axis.items()
     ]
     notes.append(
