@@ -615,6 +615,195 @@ def test_a_fixed_shard_count_is_kept_even_under_an_oversized_case(tmp_path: Path
     assert matrix.shard_count(config.devices["cpu"], {"big": 600.0, "a": 1.0, "b": 1.0, "c": 1.0}) == 4
 
 
+# -- the transformers axis ---------------------------------------------------------------------
+
+AXIS = '[devices.cpu]\nruns-on = "x"\nshards = 3\n[devices.cuda]\nruns-on = "g"\nshards = 2\n'
+
+
+def test_without_an_axis_a_plan_is_what_it_was(tmp_path: Path, cases: list[str]) -> None:
+    config = matrix.load_devices_config(write_config(tmp_path, AXIS))
+    jobs = matrix.plan_jobs(cases, config, {})
+    assert [job["name"] for job in jobs] == ["cpu 1/3", "cpu 2/3", "cpu 3/3", "cuda 1/2", "cuda 2/2"]
+    assert all(job["transformers"] == job["transformers-spec"] == "" for job in jobs)
+    assert jobs[0]["artifact"] == "results-cpu-1-of-3"
+    summary = matrix.summary_markdown([{"include": jobs}], len(cases))
+    assert "transformers" not in summary
+    assert matrix.release_notes(config, list(config.devices.values()), [], "5.23.0") == []
+
+
+def test_each_release_runs_every_case_once_per_device_with_its_own_spec_and_artifacts(
+    tmp_path: Path, cases: list[str]
+) -> None:
+    config = matrix.load_devices_config(write_config(tmp_path, AXIS))
+    durations = {(case, "cpu"): s for case, s in heavy_tailed(cases).items()}
+    matrix.write_durations(durations, tmp_path / "durations.json")
+    jobs = matrix.plan_jobs(
+        cases, config, durations, releases=["5.23.0", "5.24.0"], runners=["eager", "sdpa"]
+    )
+    # devices x releases x runners x shards, in that order.
+    assert len(jobs) == (3 + 2) * 2 * 2
+    assert [job["name"] for job in jobs[:7]] == [
+        "cpu transformers 5.23.0 1/3",
+        "cpu transformers 5.23.0 2/3",
+        "cpu transformers 5.23.0 3/3",
+        "cpu sdpa transformers 5.23.0 1/3",
+        "cpu sdpa transformers 5.23.0 2/3",
+        "cpu sdpa transformers 5.23.0 3/3",
+        "cpu transformers 5.24.0 1/3",
+    ]
+    assert len({job["artifact"] for job in jobs}) == len(jobs)  # two releases' shards never collide
+    assert jobs[0]["artifact"] == "results-cpu-transformers-5.23.0-1-of-3"
+    assert jobs[3]["artifact"] == "results-cpu-sdpa-transformers-5.23.0-1-of-3"
+    for job in jobs:
+        assert job["transformers-spec"] == f"transformers=={job['transformers']}"
+        assert job["transformers"] in job["name"] and job["transformers"] in job["artifact"]
+    for device in ("cpu", "cuda"):
+        for release in ("5.23.0", "5.24.0"):
+            mine = [
+                j for j in jobs if (j["device"], j["transformers"], j["runner"]) == (device, release, "eager")
+            ]
+            ran = [
+                case
+                for job in mine
+                for case in matrix.shard_for_device(
+                    cases, device, job["shard"], job["shards"], tmp_path / "durations.json"
+                )
+            ]
+            assert sorted(ran) == cases
+            assert sum(job["cases"] for job in mine) == len(cases)
+    summary = matrix.summary_markdown([{"include": jobs}], len(cases))
+    assert "| device | transformers | runs-on |" in summary
+    assert "| cpu | 5.23.0 | x | 6 |" in summary and "| cuda | 5.24.0 | g | 4 |" in summary
+
+
+def test_devices_toml_names_releases_for_the_matrix_and_per_device(tmp_path: Path, cases: list[str]) -> None:
+    text = (
+        '[matrix]\ntransformers = ["5.23.0", "5.24.0", "5.23.0"]\n'
+        + AXIS
+        + '[devices.mps]\nruns-on = "m"\nshards = 1\ntransformers = ["5.25.0rc1"]\n'
+    )
+    config = matrix.load_devices_config(write_config(tmp_path, text))
+    assert config.transformers == ("5.23.0", "5.24.0")  # a repeat is planned once
+    assert config.devices["mps"].transformers == ("5.25.0rc1",)
+    jobs = matrix.plan_jobs(cases, config, {})
+    axis = {(job["device"], job["transformers"]) for job in jobs}
+    assert axis == {
+        ("cpu", "5.23.0"),
+        ("cpu", "5.24.0"),
+        ("cuda", "5.23.0"),
+        ("cuda", "5.24.0"),
+        ("mps", "5.25.0rc1"),
+    }
+    # --transformers replaces both, for every device planned.
+    jobs = matrix.plan_jobs(cases, config, {}, releases=["5.22.2"])
+    assert {job["transformers"] for job in jobs} == {"5.22.2"} and len(jobs) == 3 + 2 + 1
+    notes = matrix.release_notes(config, list(config.devices.values()), [], "5.23.0")
+    assert notes[:3] == [
+        "cpu: transformers 5.23.0, 5.24.0",
+        "cuda: transformers 5.23.0, 5.24.0",
+        "mps: transformers 5.25.0rc1",
+    ]
+    assert "a release no run recorded reuses the others'" in notes[3]
+    assert "the jobs of 5.24.0, 5.25.0rc1 shard that release's own cases" in notes[4]
+
+
+def test_a_device_without_releases_runs_the_pin_beside_one_with_them(
+    tmp_path: Path, cases: list[str]
+) -> None:
+    text = AXIS.replace("shards = 3\n", 'shards = 3\ntransformers = ["5.24.0"]\n')
+    config = matrix.load_devices_config(write_config(tmp_path, text))
+    jobs = matrix.plan_jobs(cases, config, {})
+    assert [(job["name"], job["transformers-spec"]) for job in jobs] == [
+        ("cpu transformers 5.24.0 1/3", "transformers==5.24.0"),
+        ("cpu transformers 5.24.0 2/3", "transformers==5.24.0"),
+        ("cpu transformers 5.24.0 3/3", "transformers==5.24.0"),
+        ("cuda 1/2", ""),
+        ("cuda 2/2", ""),
+    ]
+    summary = matrix.summary_markdown([{"include": jobs}], len(cases))
+    assert "| cpu | 5.24.0 | x | 3 |" in summary and "| cuda | pinned | g | 2 |" in summary
+    notes = matrix.release_notes(config, list(config.devices.values()), [], "5.23.0")
+    assert notes[:2] == ["cpu: transformers 5.24.0", "cuda: the pinned transformers (no axis)"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[matrix]\ntransformers = "5.24.0"\n',
+            r"matrix\.transformers: expected a non-empty list of releases",
+        ),
+        ("[matrix]\ntransformers = []\n", r"matrix\.transformers: expected a non-empty list"),
+        (
+            '[matrix]\ntransformers = ["5.23.0", "latest"]\n',
+            r"matrix\.transformers: 'latest' is not a transformers release; expected a version as PyPI lists it, "
+            r"e\.g\. 5\.23\.0",
+        ),
+        ("[matrix]\ntransformers = [5.24]\n", r"matrix\.transformers: 5\.24 is not a transformers release"),
+        (
+            '[devices.cuda]\nruns-on = "g"\nshards = 1\ntransformers = [">=5.24"]\n',
+            r"devices\.cuda\.transformers: '>=5\.24'",
+        ),
+    ],
+)
+def test_a_bad_release_in_devices_toml_is_one_error_naming_it(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(matrix.MatrixError, match=message):
+        matrix.load_devices_config(write_config(tmp_path, GOOD_CPU + text))
+
+
+@pytest.mark.parametrize("release", ["5.24.0", "5.24", "5.25.0rc1", "5.24.0.post1", "6.0.0.dev0"])
+def test_release_versions_pypi_lists_are_accepted(release: str) -> None:
+    assert matrix.parse_release(release) == release
+
+
+@pytest.mark.parametrize(
+    "release", ["latest", "transformers==5.24.0", "v5.24.0", "5", "5.24.0+cpu", "5.24.*", ""]
+)
+def test_anything_but_a_release_is_refused(release: str) -> None:
+    with pytest.raises(matrix.MatrixError, match="is not a transformers release"):
+        matrix.parse_release(release)
+
+
+def github_output(path: Path, name: str) -> str:
+    """One output's value in a GITHUB_OUTPUT file (``name<<DELIMITER``, the value, ``DELIMITER``)."""
+    delimiter, rest = path.read_text().split(f"{name}<<", 1)[1].split("\n", 1)
+    return rest.split(f"\n{delimiter}", 1)[0]
+
+
+def test_hfci_matrix_plans_the_axis_and_outputs_its_releases(tmp_path: Path) -> None:
+    output, summary = tmp_path / "output", tmp_path / "summary"
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
+    argv = ["--config", str(CONFIG), "--out", str(tmp_path / "m"), "--model", "bert", "--device", "cpu"]
+    done = run_matrix(*argv, "--transformers", "5.23.0", "--transformers", "5.24.0", env=env)
+    assert done.returncode == 0, done.stderr
+    jobs = json.loads((tmp_path / "m" / "matrix-1.json").read_text())["include"]
+    assert [job["transformers"] for job in jobs] == ["5.23.0", "5.24.0"]
+    assert github_output(output, "transformers") == "5.23.0 5.24.0"
+    assert "| cpu | 5.24.0 | ubuntu-latest | 1 |" in summary.read_text()
+    assert "a release no run recorded reuses the others'" in summary.read_text()
+    # Without the axis the output is empty: the aggregate job reports one run, as before.
+    done = run_matrix(*argv, env=env | {"GITHUB_OUTPUT": str(tmp_path / "plain")})
+    assert done.returncode == 0, done.stderr
+    assert github_output(tmp_path / "plain", "transformers") == ""
+
+
+def test_a_bad_transformers_option_is_one_error_and_nothing_is_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "matrix-1.json").write_text("{}")
+    done = run_matrix(
+        "--config", str(CONFIG), "--out", str(out), "--transformers", "5.24.0", "--transformers", "newest"
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "hfci: error: --transformers: 'newest' is not a transformers release; expected a version as PyPI lists "
+        "it, e.g. 5.23.0 or 5.25.0rc1 (not a requirement such as transformers==5.23.0)"
+    ]
+    assert (out / "matrix-1.json").read_text() == "{}" and not (out / "durations.json").exists()
+
+
 # -- out-of-sample balance (ci/bench_suite.py) -------------------------------------------------
 
 

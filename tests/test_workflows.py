@@ -3,6 +3,7 @@ Actions glue in hfci.github works inside and outside Actions."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
@@ -61,10 +62,20 @@ def planned() -> list[dict[str, Any]]:
 # The reusable workflow carries no concurrency group of its own: its caller's applies.
 REUSABLE = "reusable-models.yml"
 # The one job that may write, and what it may write.
-WRITERS = {("baselines.yml", "commit"): {"contents": "write", "pull-requests": "write"}}
+WRITERS = {
+    ("baselines.yml", "commit"): {"contents": "write", "pull-requests": "write"},
+    ("upgrade.yml", "issue"): {"issues": "write"},
+}
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "models.yml", REUSABLE, "baselines.yml"])
+def test_every_workflow_is_checked_here() -> None:
+    assert sorted(p.name for p in WORKFLOWS.glob("*.yml")) == sorted(ALL)
+
+
+ALL = ["ci.yml", "models.yml", REUSABLE, "baselines.yml", "upgrade.yml"]
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_workflows_are_read_only_pinned_and_grouped(name: str) -> None:
     workflow = load(name)
     assert workflow["permissions"] == {"contents": "read"}
@@ -88,7 +99,7 @@ def test_workflows_are_read_only_pinned_and_grouped(name: str) -> None:
             assert step["with"].get("overwrite") is True, f"{name}: {job_id}"
 
 
-@pytest.mark.parametrize("name", ["ci.yml", REUSABLE, "baselines.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", REUSABLE, "baselines.yml", "upgrade.yml"])
 def test_jobs_cache_pip_downloads_and_the_nox_venv(name: str) -> None:
     for job_id, job in load(name)["jobs"].items():
         for step in job.get("steps", []):
@@ -201,6 +212,116 @@ def test_the_job_command_names_a_nox_session_that_exists(planned: list[dict[str,
     for job in (job for m in planned for job in m["include"]):
         session = job["command"].split()[2]
         assert re.search(rf"^def {session}\(", noxfile, re.MULTILINE), session
+
+
+# -- the transformers axis ---------------------------------------------------------------------
+
+
+def axis_plan(releases: list[str]) -> list[dict[str, Any]]:
+    config = matrix.load_devices_config(CONFIG)
+    cases = Selection(tier=("critical",)).case_ids(load_catalog())
+    return matrix.plan_jobs(
+        cases, config, {}, devices=["cpu", "cuda"], runners=["eager", "sdpa"], releases=releases
+    )
+
+
+def test_the_reusable_workflow_plans_the_axis_and_each_job_installs_its_release() -> None:
+    workflow = load(REUSABLE)
+    assert "transformers" in workflow["on"]["workflow_call"]["inputs"]
+    plan = workflow["jobs"]["plan"]
+    (step,) = [s for s in plan["steps"] if s.get("id") == "plan"]
+    assert step["env"]["RELEASES"] == "${{ inputs.transformers }}"
+    assert 'for value in $RELEASES; do args+=(--transformers "$value"); done' in step["run"]
+    assert plan["outputs"]["transformers"] == "${{ steps.plan.outputs.transformers }}"
+    for job_id, job in slice_jobs(workflow).items():
+        (run,) = [s for s in job["steps"] if "HFCI_COMMAND" in s.get("run", "")]
+        assert run["env"]["TRANSFORMERS_SPEC"] == "${{ matrix.transformers-spec }}", job_id
+        assert 'export HFCI_TRANSFORMERS_SPEC="$TRANSFORMERS_SPEC"' in run["run"], job_id
+        # Before the command runs: the export and the eval are in that order.
+        assert run["run"].index("HFCI_TRANSFORMERS_SPEC=") < run["run"].index('eval "$HFCI_COMMAND"')
+        (cache,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
+        assert "matrix.transformers-spec || inputs.transformers-spec" in cache["with"]["key"], job_id
+
+
+def test_each_release_is_reported_from_its_own_shards_only() -> None:
+    aggregate = load(REUSABLE)["jobs"]["aggregate"]
+    (report,) = [s for s in aggregate["steps"] if s.get("name") == "Coverage report"]
+    assert report["env"]["RELEASES"] == "${{ needs.plan.outputs.transformers }}"
+    glob = re.search(r"for folder in (results/\S+); do", report["run"]).group(1)
+    assert 'hfci report "${shards[@]}"' in report["run"] and '--out "report/$release"' in report["run"]
+    jobs = axis_plan(["5.24.0", "5.24.0rc1", "5.24"])
+    for release in ("5.24.0", "5.24.0rc1", "5.24"):
+        pattern = glob.replace('"$release"', release)
+        mine = {job["artifact"] for job in jobs if fnmatch.fnmatchcase(f"results/{job['artifact']}", pattern)}
+        assert mine == {job["artifact"] for job in jobs if job["transformers"] == release}, release
+
+
+# -- upgrade.yml -------------------------------------------------------------------------------
+
+
+def test_upgrade_runs_weekly_and_by_hand_with_a_release_to_try() -> None:
+    workflow = load("upgrade.yml")
+    assert set(workflow["on"]) == {"schedule", "workflow_dispatch"}
+    assert "release" in workflow["on"]["workflow_dispatch"]["inputs"]
+    check = workflow["jobs"]["check"]
+    script = run_text(check)
+    assert "python ci/newest_transformers.py" in script and 'args=(--release "$RELEASE")' in script
+    assert "torch" not in script
+    # Every output the job passes on is one the script sets.
+    source = (ROOT / "ci" / "newest_transformers.py").read_text()
+    for name, value in check["outputs"].items():
+        assert value == f"${{{{ steps.check.outputs.{name} }}}}"
+        assert f'github.set_output("{name}"' in source, name
+
+
+def test_upgrade_plans_the_pin_and_the_candidate_on_cpu_in_one_call() -> None:
+    workflow = load("upgrade.yml")
+    models = workflow["jobs"]["models"]
+    assert models["uses"] == f"./.github/workflows/{REUSABLE}"
+    assert models["if"] == "needs.check.outputs.run == 'true'"
+    assert set(models["with"]) <= set(load(REUSABLE)["on"]["workflow_call"]["inputs"])
+    assert models["with"]["device"] == "cpu" and models["with"]["hfci-spec"] == "."
+    assert (
+        models["with"]["transformers"]
+        == "${{ needs.check.outputs.pin }} ${{ needs.check.outputs.candidate }}"
+    )
+
+
+def test_upgrade_diffs_the_pins_shards_with_the_candidates_into_the_summary() -> None:
+    diff = load("upgrade.yml")["jobs"]["diff"]
+    assert "!cancelled()" in diff["if"] and "always()" not in diff["if"]
+    assert set(diff["needs"]) == {"check", "models"}
+    downloads = {
+        s["with"]["path"]: s["with"]["pattern"]
+        for s in diff["steps"]
+        if s.get("uses", "").startswith("actions/download-artifact@")
+    }
+    jobs = axis_plan(["5.23.0", "5.24.0"])
+    for path, output, release in (("pinned/", "pin", "5.23.0"), ("candidate/", "candidate", "5.24.0")):
+        pattern = downloads[path].replace(f"${{{{ needs.check.outputs.{output} }}}}", release)
+        mine = {job["artifact"] for job in jobs if fnmatch.fnmatchcase(job["artifact"], pattern)}
+        assert mine and mine == {job["artifact"] for job in jobs if job["transformers"] == release}, path
+    script = run_text(diff)
+    command = script[script.index("hfci diff") :].split(" >")[0]
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert (args.old, args.new, args.github) == ("pinned", "candidate", True)
+    assert 'if [ "$status" -gt 1 ]; then exit "$status"; fi' in script  # 1 (new failures) is a finding
+    (upload,) = [s for s in diff["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["name"] == "upgrade-report"
+
+
+def test_only_the_issue_job_writes_and_only_issues() -> None:
+    workflow = load("upgrade.yml")
+    writers = {job_id: job["permissions"] for job_id, job in workflow["jobs"].items() if "permissions" in job}
+    assert writers == {"issue": {"issues": "write"}}
+    issue = workflow["jobs"]["issue"]
+    assert not any(s.get("uses", "").startswith("actions/checkout@") for s in issue["steps"])
+    script = run_text(issue)
+    assert 'TITLE="transformers $CANDIDATE: hfci upgrade report"' in script
+    assert "select(.title == env.TITLE)" in script  # the exact title, not any search hit
+    assert "gh issue edit" in script and "gh issue create" in script
+    (step,) = [s for s in issue["steps"] if "run" in s]
+    assert step["env"]["GH_TOKEN"] == "${{ github.token }}"
 
 
 # -- baselines.yml -----------------------------------------------------------------------------

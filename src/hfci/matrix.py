@@ -20,6 +20,7 @@ import argparse
 import heapq
 import json
 import math
+import re
 import shlex
 import statistics
 import sys
@@ -68,11 +69,14 @@ __all__ = [
     "imbalance",
     "job_command",
     "load_devices_config",
+    "parse_release",
     "plan",
     "plan_jobs",
     "plan_notes",
     "read_durations",
     "read_recorded",
+    "release_notes",
+    "releases_for",
     "replay",
     "select_devices",
     "shard_cases",
@@ -457,6 +461,30 @@ def shard_for_device(
     return shard_cases(cases, recorded, index, count)
 
 
+# -- transformers releases ---------------------------------------------------------------------
+
+# A release as PyPI lists it (PEP 440's public versions, without epochs): 5.23.0, 5.25.0rc1.
+# Not a requirement: the job's spec is built from it (transformers==X), so "==5.23" or ">=5"
+# would make a spec pip reads otherwise than the job name says.
+_RELEASE = re.compile(r"\d+(?:\.\d+){1,3}(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?")
+
+
+def parse_release(value: Any, where: str = "--transformers") -> str:
+    """A transformers release of the matrix's axis, checked; anything else is one clear error."""
+    if not isinstance(value, str) or not _RELEASE.fullmatch(value):
+        raise MatrixError(
+            f"{where}: {value!r} is not a transformers release; expected a version as PyPI lists it, "
+            "e.g. 5.23.0 or 5.25.0rc1 (not a requirement such as transformers==5.23.0)"
+        )
+    return value
+
+
+def _releases(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise MatrixError(f'{where}: expected a non-empty list of releases, e.g. ["5.23.0", "5.24.0"]')
+    return tuple(dict.fromkeys(parse_release(v, where) for v in value))
+
+
 # -- devices.toml ------------------------------------------------------------------------------
 
 
@@ -473,6 +501,8 @@ class DeviceConfig:
     torch_spec: str = ""
     torch_index: str = ""
     hardware: str = ""
+    # The transformers releases its jobs run; empty: the matrix's, else the noxfile's pin.
+    transformers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -484,9 +514,11 @@ class MatrixConfig:
     max_jobs: int = GITHUB_MAX_JOBS
     slices: int = 1
     path: Path = field(default=DEFAULT_CONFIG)
+    # The transformers axis: every device's jobs run once per release. Empty: no axis.
+    transformers: tuple[str, ...] = ()
 
 
-_MATRIX_KEYS = {"max-parallel", "max-jobs", "slices"}
+_MATRIX_KEYS = {"max-parallel", "max-jobs", "slices", "transformers"}
 _DEVICE_KEYS = {
     "runs-on",
     "shards",
@@ -496,6 +528,7 @@ _DEVICE_KEYS = {
     "torch-spec",
     "torch-index",
     "hardware",
+    "transformers",
 }
 
 
@@ -557,6 +590,9 @@ def _device_config(name: str, table: Any, where: str) -> DeviceConfig:
         torch_spec=table.get("torch-spec", ""),
         torch_index=table.get("torch-index", ""),
         hardware=hardware,
+        transformers=_releases(table["transformers"], f"{where}.transformers")
+        if "transformers" in table
+        else (),
     )
 
 
@@ -593,6 +629,9 @@ def load_devices_config(path: str | Path = DEFAULT_CONFIG) -> MatrixConfig:
         ),
         slices=_positive_int(matrix.get("slices", 1), f"{path}: matrix.slices"),
         path=path,
+        transformers=_releases(matrix["transformers"], f"{path}: matrix.transformers")
+        if "transformers" in matrix
+        else (),
     )
 
 
@@ -692,6 +731,14 @@ def plan_notes(plans: Sequence[DevicePlan]) -> list[str]:
     return notes
 
 
+def releases_for(config: MatrixConfig, device: DeviceConfig, releases: Sequence[str] = ()) -> tuple[str, ...]:
+    """The transformers releases a device's jobs run: ``--transformers``, else the device's, else
+    the matrix's. Empty: no axis, and the jobs install the noxfile's pin."""
+    if releases:
+        return tuple(dict.fromkeys(parse_release(release) for release in releases))
+    return device.transformers or config.transformers
+
+
 def job_command(device: str, index: int, count: int, selection: Sequence[str] = ()) -> str:
     """The shell command one job runs: the ``models`` nox session, its device, shard and filters."""
     return shlex.join(
@@ -706,23 +753,35 @@ def plan_jobs(
     devices: Sequence[str] = (),
     selection: Sequence[str] = (),
     runners: Sequence[str] = ("eager",),
+    releases: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """One matrix entry per (device, runner, shard), in that order.
+    """One matrix entry per (device, transformers release, runner, shard), in that order.
 
     A runner other than eager runs the parity check of every case against eager; its jobs shard
-    on the same recorded durations, so plan and jobs agree on what each shard holds.
+    on the same recorded durations, so plan and jobs agree on what each shard holds. A release
+    (``releases``, else devices.toml's ``transformers``) is in the job's name, its
+    ``transformers-spec`` (the job installs it as ``HFCI_TRANSFORMERS_SPEC``) and its artifact
+    name, so shards of two releases never collide; without one both are empty and the job
+    installs the workflow's spec, or the noxfile's pin.
     """
     jobs: list[dict[str, Any]] = []
     if not cases:
         return jobs
     for mine in device_plans(cases, config, durations, devices):
         device, count = mine.device, len(mine.shards)
-        for runner, (index, shard) in (
-            (runner, item) for runner in runners for item in enumerate(mine.shards, start=1)
+        for release, runner, (index, shard) in (
+            (release, runner, item)
+            for release in releases_for(config, device, releases) or [None]
+            for runner in runners
+            for item in enumerate(mine.shards, start=1)
         ):
             estimated = sum(mine.seconds[case] for case in shard)
             flags = [] if runner == "eager" else ["--runner", runner]
-            label = device.name if runner == "eager" else f"{device.name} {runner}"
+            label = " ".join(
+                [device.name]
+                + ([] if runner == "eager" else [runner])
+                + ([] if release is None else [f"transformers {release}"])
+            )
             jobs.append(
                 {
                     "name": f"{label} {index}/{count}",
@@ -739,6 +798,9 @@ def plan_jobs(
                     "torch-spec": device.torch_spec,
                     "torch-index": device.torch_index,
                     "artifact": f"results-{label.replace(' ', '-')}-{index}-of-{count}",
+                    # Empty without an axis: the workflow's transformers-spec, the noxfile's pin.
+                    "transformers": release or "",
+                    "transformers-spec": f"transformers=={release}" if release else "",
                 }
             )
     return jobs
@@ -769,9 +831,10 @@ def plan(
     devices: Sequence[str] = (),
     selection: Sequence[str] = (),
     runners: Sequence[str] = ("eager",),
+    releases: Sequence[str] = (),
 ) -> list[dict[str, list[dict[str, Any]]]]:
     """The matrices (``{"include": [...]}``, one per workflow slice) that run ``cases`` on ``devices``."""
-    jobs = plan_jobs(cases, config, durations, devices, selection, runners)
+    jobs = plan_jobs(cases, config, durations, devices, selection, runners, releases)
     return split(jobs, config.max_jobs, config.slices)
 
 
@@ -787,21 +850,28 @@ def summary_markdown(
     jobs = [job for matrix in matrices for job in matrix["include"]]
     if not jobs:
         return f"### hfci matrix\n\nNo jobs: the selection has {case_count} cases and no device to run them."
+    # The transformers axis gets a column only when the plan has one: today's tables stay as they were.
+    axis = any(job.get("transformers") for job in jobs)
     lines = [
         "### hfci matrix",
         "",
         f"{len(jobs)} jobs in {sum(1 for m in matrices if m['include'])} matrix slice(s), {case_count} cases.",
         "",
-        "| device | runs-on | jobs | estimated minutes (total) | longest job (min) | longest / mean job |",
-        "|---|---|---:|---:|---:|---:|",
+        "| device |"
+        + (" transformers |" if axis else "")
+        + " runs-on | jobs | estimated minutes (total) | longest job (min) | longest / mean job |",
+        "|---|" + ("---|" if axis else "") + "---|---:|---:|---:|---:|",
     ]
-    for device in dict.fromkeys(job["device"] for job in jobs):
-        mine = [job for job in jobs if job["device"] == device]
+    for device, release in dict.fromkeys((job["device"], job.get("transformers", "")) for job in jobs):
+        mine = [job for job in jobs if job["device"] == device and job.get("transformers", "") == release]
         total = sum(job["estimated_seconds"] for job in mine) / 60
         longest = max(job["estimated_seconds"] for job in mine) / 60
         labels = ", ".join(mine[0]["runs-on"])
         ratio = imbalance([job["estimated_seconds"] for job in mine])
-        lines.append(f"| {device} | {labels} | {len(mine)} | {total:.1f} | {longest:.1f} | {ratio:.2f} |")
+        release_cell = f" {release or 'pinned'} |" if axis else ""
+        lines.append(
+            f"| {device} |{release_cell} {labels} | {len(mine)} | {total:.1f} | {longest:.1f} | {ratio:.2f} |"
+        )
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines)
@@ -842,6 +912,14 @@ def add_command(sub: Any) -> None:
         "(default: devices.toml's hardware, else the freshest recorded)",
     )
     parser.add_argument(
+        "--transformers",
+        action="append",
+        default=[],
+        metavar="RELEASE",
+        help="run every device's jobs once per transformers release (repeatable: --transformers 5.23.0 "
+        "--transformers 5.24.0); default: devices.toml's transformers, else no axis (the noxfile's pin)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -865,6 +943,32 @@ def hardware_targets(config: MatrixConfig, values: Sequence[str] = ()) -> dict[s
     return targets
 
 
+def release_notes(
+    config: MatrixConfig, devices: Sequence[DeviceConfig], releases: Sequence[str], installed: str
+) -> list[str]:
+    """What the plan of a transformers axis assumes: one catalog, and durations shared by releases."""
+    axis = {device.name: releases_for(config, device, releases) for device in devices}
+    named = list(dict.fromkeys(release for mine in axis.values() for release in mine))
+    if not named:
+        return []
+    notes = [
+        f"{name}: transformers {', '.join(mine)}" if mine else f"{name}: the pinned transformers (no axis)"
+        for name, mine in axis.items()
+    ]
+    notes.append(
+        "durations are recorded per device and hardware, not per release: every release's jobs shard on "
+        "the same ones, so a release no run recorded reuses the others' (a case none has, such as a model "
+        "type new in that release, gets the median estimate)"
+    )
+    others = [release for release in named if release != installed]
+    if others:
+        notes.append(
+            f"cases counted on the installed transformers {installed}: the jobs of {', '.join(others)} shard "
+            "that release's own cases, so their case counts and estimates are approximate"
+        )
+    return notes
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     """``hfci matrix``: plan the selection on every configured device, write the matrices."""
     selection = Selection.from_namespace(args)
@@ -873,9 +977,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         where = folder("matrices") / "devices.toml"
         print(f"hfci matrix: no {where}: planning with hfci's default devices config", file=sys.stderr)
     args.out = args.out or folder("matrices")
-    # A bad --device fails before the catalog is read.
-    planned = {device.name for device in select_devices(config, selection.device)}
-    cases = selection.case_ids(load_catalog())
+    # A bad --device or --transformers fails before the catalog is read.
+    planned_devices = select_devices(config, selection.device)
+    planned = {device.name for device in planned_devices}
+    releases = [parse_release(release) for release in args.transformers]
+    catalog = load_catalog()
+    cases = selection.case_ids(catalog)
     previous = args.out / "durations.json"
     if args.durations is not None:
         recorded = read_recorded(args.durations)
@@ -892,9 +999,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             raise runners.RunnerError(f"unknown runner {name!r}; valid: {', '.join(runners.available())}")
     # Each job adds its own device, shard and runner to what the plan selected.
     job_selection = selection.with_values(device=(), runner=()).argv()
-    matrices = plan(cases, config, durations, selection.device, job_selection, selection.runner or ["eager"])
+    matrices = plan(
+        cases, config, durations, selection.device, job_selection, selection.runner or ["eager"], releases
+    )
     notes = [note.describe() for note in scalings if note.device in planned and note.used]
     notes += plan_notes(device_plans(cases, config, durations, selection.device))
+    notes += release_notes(config, planned_devices, releases, catalog.transformers_version)
 
     args.out.mkdir(parents=True, exist_ok=True)
     for stale in args.out.glob("matrix-*.json"):
@@ -908,6 +1018,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     total = sum(len(m["include"]) for m in matrices)
     github.set_output("jobs", str(total))
     github.set_output("max-parallel", str(config.max_parallel))
+    # The aggregate job reports each release apart: empty without an axis.
+    axis = dict.fromkeys(job["transformers"] for m in matrices for job in m["include"] if job["transformers"])
+    github.set_output("transformers", " ".join(axis))
     github.append_summary(summary_markdown(matrices, len(cases), notes))
     for note in notes:
         print(f"hfci matrix: {note}", file=sys.stderr)
