@@ -50,8 +50,7 @@ TREE = {
     ),
     "models/gamma/__init__.py": "",
     "models/gamma/modeling_gamma.py": (
-        "import transformers.modeling_utils\n"
-        "def forward():\n    from transformers.activations import gelu\n"
+        "import transformers.modeling_utils\ndef forward():\n    from transformers.activations import gelu\n"
     ),
 }
 
@@ -147,7 +146,7 @@ def test_changed_since_selects_the_moved_and_the_new_types_and_says_why(tree: Pa
     assert impact.files == (("models/alpha/modeling_alpha.py", 2),)
     assert impact.uncovered == ("integrations/sdpa.py",)
     line = impact.describe()
-    assert "2 of 3 model types (2 whose transformers sources moved, 0 new)" in line
+    assert "2 of 3 model types with a model (2 whose transformers sources moved, 0 new)" in line
     assert "models/alpha/modeling_alpha.py (2)" in line and "integrations/sdpa.py" in line
     # A type the recorded run did not have is new.
     partial = write_run(tmp_path / "partial", tree, ["alpha", "beta"])
@@ -238,7 +237,8 @@ def test_a_run_records_its_sources_and_changed_since_selects_from_them(tmp_path:
     # Every other type is new to it; with bert's hash moved, bert is selected again.
     catalog = load_catalog()
     listed = hfci("catalog", "--changed-since", str(results), cwd=tmp_path)
-    assert f"{len(catalog) - 1} of {len(catalog)} model types (0 whose" in listed.stdout
+    runnable = sum(1 for r in catalog if r.has_model)
+    assert f"{runnable - 1} of {runnable} model types with a model (0 whose" in listed.stdout
     payload = json.loads(results.read_text())
     payload["sources"]["types"]["bert"] = "0" * 16
     payload["sources"]["files"]["models/bert/modeling_bert.py"] = "0" * 16

@@ -325,7 +325,7 @@ class Impact:
     def describe(self, shown: int = 8) -> str:
         """One line: how many types, of how many, and why (the moved files most types share first)."""
         line = (
-            f"--changed-since {self.since}: {len(self.selected)} of {self.total} model types "
+            f"--changed-since {self.since}: {len(self.selected)} of {self.total} model types with a model "
             f"({len(self.moved)} whose transformers sources moved, {len(self.new)} new)"
         )
         if self.files:
@@ -350,7 +350,10 @@ def changed_since(spec: str | Path, catalog: Catalog, tree: SourceTree | None = 
     new, moved = [], []
     files: Counter[str] = Counter()
     covering: set[str] = set()
-    for record in catalog:
+    # Config-only types (a sub-config with no model class) have no case to run, so no run records
+    # them: they are neither selected nor counted.
+    runnable = [record for record in catalog if record.has_model]
+    for record in runnable:
         digest, covered = tree.type_hash(record)
         covering |= covered
         before = recorded.types.get(record.model_type)
@@ -365,4 +368,4 @@ def changed_since(spec: str | Path, catalog: Catalog, tree: SourceTree | None = 
         for f in tree.shared_files()
         if f not in covering and f in recorded.files and recorded.files[f] != {tree.digest(f)}
     )
-    return Impact(str(spec), len(catalog), tuple(new), tuple(moved), ranked, uncovered)
+    return Impact(str(spec), len(runnable), tuple(new), tuple(moved), ranked, uncovered)

@@ -359,7 +359,8 @@ class HfciSession:
         if self._tree is None:
             self._tree = SourceTree()
         catalog = load_catalog()
-        return self._tree.record(catalog[t] for t in sorted({r.model_type for r in records}) if t in catalog)
+        types = sorted({r.model_type for r in records} & set(catalog.records))
+        return self._tree.record(catalog[t] for t in types)
 
     def _write_results(self, records: list[Record], complete: bool) -> list[Path]:
         """One results file per device of ``records``; ``complete`` says the run reached its end."""
