@@ -139,11 +139,18 @@ def upgrade(session: nox.Session) -> None:
     newly fails, what is fixed, the new architectures and the performance changes, against
     ``--against`` (a results directory or baseline of the pinned release; default ``results``,
     where ``nox -s models`` writes).
+
+    ``nox -s upgrade -- 5.24.0 --changed-since results/results-cpu.json`` runs only the model
+    types whose transformers sources the candidate changed (and its new ones), as the pinned
+    release's run recorded them; that run is then also what the diff compares with, unless
+    ``--against`` says otherwise.
     """
     if not session.posargs or session.posargs[0].startswith("-"):
         session.error("name the candidate release: nox -s upgrade -- 5.24.0")
     release, rest = session.posargs[0], session.posargs[1:]
     against = "results"
+    if "--changed-since" in rest:
+        against = rest[rest.index("--changed-since") + 1]
     if "--against" in rest:
         at = rest.index("--against")
         against, rest = rest[at + 1], rest[:at] + rest[at + 2 :]

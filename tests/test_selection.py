@@ -17,6 +17,7 @@ FULL = Selection(
     family=("encoder-only",),
     tier=("critical",),
     model=("bert", "xlm-roberta"),
+    changed_since="results/results-cpu.json",
     device=("cpu",),
     runner=("sdpa",),
     one_head=True,
@@ -51,7 +52,7 @@ def test_every_option_is_declared_for_pytest_too() -> None:
     )
     for option in (*MODEL_OPTIONS, *CASE_OPTIONS):
         assert option.flag in out.stdout, option.flag
-    assert "--shard" in out.stdout
+    assert "--shard" in out.stdout and "--changed-since" in out.stdout
 
 
 def test_one_head_keeps_the_base_head_of_each_type() -> None:

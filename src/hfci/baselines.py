@@ -39,6 +39,7 @@ __all__ = [
     "load_delta",
     "lost_coverage",
     "merge",
+    "merge_sources",
     "new_failures",
     "newly_fixed",
     "path_for",
@@ -117,6 +118,9 @@ class Baseline:
     fingerprint: str
     environment: dict[str, Any] = field(default_factory=dict)
     cases: dict[str, CaseEntry] = field(default_factory=dict)
+    # The transformers sources of the model types measured (``hfci.impact``), what
+    # ``--changed-since`` compares with; None in a file written before hfci recorded them.
+    sources: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, payload: Any, where: str | Path = "baseline") -> Baseline:
@@ -132,16 +136,20 @@ class Baseline:
             fingerprint=str(payload.get("fingerprint", Path(where).stem)),
             environment=dict(payload.get("environment") or {}),
             cases={k: CaseEntry.from_dict(v or {}) for k, v in payload["cases"].items()},
+            sources=payload.get("sources") if isinstance(payload.get("sources"), dict) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The file's contents, cases sorted so that a refresh is a small diff."""
-        return {
+        payload = {
             "schema": SCHEMA,
             "fingerprint": self.fingerprint,
             "environment": dict(self.environment),
             "cases": {k: self.cases[k].to_dict() for k in sorted(self.cases)},
         }
+        if self.sources is not None:
+            payload["sources"] = self.sources
+        return payload
 
     @property
     def device(self) -> str:
@@ -211,6 +219,7 @@ class Delta:
     shard: str | None = None
     complete: bool = True
     cases: dict[str, CaseEntry] = field(default_factory=dict)
+    sources: dict[str, Any] | None = None
 
     @property
     def tag(self) -> str:
@@ -237,6 +246,7 @@ class Delta:
             "shard": self.shard,
             "complete": self.complete,
             "cases": {k: self.cases[k].to_dict() for k in sorted(self.cases)},
+            **({"sources": self.sources} if self.sources is not None else {}),
         }
 
     @classmethod
@@ -276,6 +286,7 @@ class Delta:
             shard=shard,
             complete=payload["complete"],
             cases={k: CaseEntry.from_dict(v) for k, v in cases.items()},
+            sources=payload.get("sources") if isinstance(payload.get("sources"), dict) else None,
         )
 
 
@@ -351,13 +362,27 @@ def duration_moved(old: float | None, new: float) -> bool:
     return by_factor and abs(new - old) > DURATION_SLACK
 
 
+def merge_sources(*tables: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Recorded sources (``hfci.impact``: model types' hashes, files' digests) folded in order, a
+    later table's entries replacing an earlier's; None when none is given."""
+    present = [table for table in tables if table]
+    if not present:
+        return None
+    return {
+        key: dict(sorted({k: v for table in present for k, v in (table.get(key) or {}).items()}.items()))
+        for key in ("types", "files")
+    }
+
+
 def merge(
     baseline: Baseline | None,
     records: Iterable[Record],
     environment: Mapping[str, Any],
     fingerprint: str,
+    sources: Mapping[str, Any] | None = None,
 ) -> Baseline:
-    """The baseline updated with one run's records; cases the run did not touch are kept."""
+    """The baseline updated with one run's records (and the sources of the model types it ran);
+    cases the run did not touch are kept."""
     cases = {
         k: dataclasses.replace(v, checks=dict(v.checks))
         for k, v in (baseline.cases if baseline else {}).items()
@@ -381,7 +406,12 @@ def merge(
         "date": _dt.date.today().isoformat(),
         "commit": _git_commit(),
     }
-    return Baseline(fingerprint, environment, dict(sorted(cases.items())))
+    return Baseline(
+        fingerprint,
+        environment,
+        dict(sorted(cases.items())),
+        merge_sources(baseline.sources if baseline else None, sources),
+    )
 
 
 def delta(
@@ -393,6 +423,7 @@ def delta(
     base: str | None,
     shard: str | None,
     complete: bool,
+    sources: Mapping[str, Any] | None = None,
 ) -> Delta:
     """What one run measured, as a :class:`Delta` against ``baseline`` (whose bytes hash to ``base``).
 
@@ -404,7 +435,7 @@ def delta(
     merged = merge(baseline, records, environment, fingerprint)
     measured = sorted({key(r) for r in records})
     cases = {k: merged.cases[k] for k in measured}
-    return Delta(fingerprint, merged.environment, base, shard, complete, cases)
+    return Delta(fingerprint, merged.environment, base, shard, complete, cases, merge_sources(sources))
 
 
 def write_delta(
@@ -416,11 +447,19 @@ def write_delta(
     *,
     shard: str | None,
     complete: bool,
+    sources: Mapping[str, Any] | None = None,
 ) -> Path:
     """What a run measured against the baseline file ``target``, written (atomically) to
     ``directory`` under :func:`delta_path`'s name; ``target`` itself is left untouched."""
     found = delta(
-        load(target), records, environment, fingerprint, base=digest(target), shard=shard, complete=complete
+        load(target),
+        records,
+        environment,
+        fingerprint,
+        base=digest(target),
+        shard=shard,
+        complete=complete,
+        sources=sources,
     )
     return write_json_atomic(delta_path(directory, fingerprint, shard), found.to_dict())
 

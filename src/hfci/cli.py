@@ -16,7 +16,7 @@ from typing import Any
 from hfci import baselines_cli, diff, matrix, report, scaffold
 from hfci.catalog import CATEGORIES, ModelRecord, entries_note, load_catalog
 from hfci.errors import HfciError, validate_choices
-from hfci.selection import MODEL_OPTIONS, OPTIONS, Selection, add_arguments
+from hfci.selection import CHANGED_SINCE, MODEL_OPTIONS, OPTIONS, Selection, add_arguments
 
 __all__ = [
     "build_parser",
@@ -72,11 +72,14 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         for model_type, why in catalog.unmatched_entries:
             print(f"{model_type}\t{why}")
         return 0
-    records = Selection.from_namespace(args, MODEL_OPTIONS).records(catalog)
+    selection = Selection.from_namespace(args, (*MODEL_OPTIONS, CHANGED_SINCE))
+    records = selection.records(catalog)
+    impact = selection.impact(catalog)
     if args.format == "json":
         payload = {
             "transformers": catalog.transformers_version,
             "count": len(records),
+            **({"changed_since": impact.describe()} if impact else {}),
             "unmatched_tiers": [
                 {"tier": t, "name": n, "model_type": m} for t, n, m in catalog.unmatched_tiers
             ],
@@ -91,6 +94,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         print(f"\n{len(records)} of {len(catalog)} model types (transformers {catalog.transformers_version})")
         if catalog.unmatched_entries:
             print(entries_note(catalog))
+        if impact:
+            print(impact.describe())
     return 0
 
 
@@ -153,7 +158,15 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         validate_choices("category", words, CATEGORIES)
         args.category = [*(args.category or []), *words]
         extra = extra[len(words) :]
-    command = suite_command() + Selection.from_namespace(args).argv()
+    selection = Selection.from_namespace(args)
+    impact = selection.impact(load_catalog())
+    if impact is not None:
+        print(impact.describe(), flush=True)
+        if not selection.records(load_catalog()):
+            # Nothing moved: pytest would collect nothing and call that an error.
+            print("hfci run: nothing to run: no selected model type's transformers sources moved")
+            return 0
+    command = suite_command() + selection.argv()
     # Each case's checks share one worker (loadgroup), so its tiny model is built once.
     workers = "1" if args.workers == "0" else args.workers
     command += ["-n", workers, "--dist", "loadgroup"]
@@ -170,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     catalog = sub.add_parser("catalog", help="list the model types of the installed transformers")
-    add_arguments(catalog, MODEL_OPTIONS)
+    add_arguments(catalog, (*MODEL_OPTIONS, CHANGED_SINCE))
     catalog.add_argument("--format", choices=("table", "json", "md"), default="table")
     catalog.add_argument(
         "--unmatched-tiers", action="store_true", help="list tier entries that match no installed model type"

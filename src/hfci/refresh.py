@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hfci import baselines
-from hfci.baselines import Baseline, BaselineError, CaseEntry, Delta
+from hfci.baselines import Baseline, BaselineError, CaseEntry, Delta, merge_sources
 from hfci.matrix import Durations, read_durations, write_durations
 
 __all__ = [
@@ -156,7 +156,12 @@ def fold(current: Baseline | None, fingerprint_plan: FingerprintPlan) -> Baselin
     # The latest shard's environment (they differ only in date and commit): the file's header
     # says when it was last measured.
     newest = max(fingerprint_plan.taken, key=lambda s: s.delta.shard_numbers or (0, 0))
-    return Baseline(fingerprint_plan.fingerprint, dict(newest.delta.environment), dict(sorted(cases.items())))
+    # The recorded sources of the types measured (``hfci.impact``) replace the committed ones.
+    taken = sorted(fingerprint_plan.taken, key=lambda s: s.delta.shard_numbers or (0, 0))
+    sources = merge_sources(current.sources if current else None, *(s.delta.sources for s in taken))
+    return Baseline(
+        fingerprint_plan.fingerprint, dict(newest.delta.environment), dict(sorted(cases.items())), sources
+    )
 
 
 def fold_durations(durations: Mapping[tuple[str, str], float], result: Plan) -> Durations:

@@ -23,10 +23,12 @@ from typing import Any
 from hfci.catalog import CATEGORIES, TIERS, Catalog, ModelRecord
 from hfci.devices import KNOWN_DEVICES
 from hfci.errors import HfciError
+from hfci.impact import Impact, changed_since
 from hfci.project import tool_table
 
 __all__ = [
     "CASE_OPTIONS",
+    "CHANGED_SINCE",
     "CHECKPOINT",
     "MODEL_OPTIONS",
     "OPTIONS",
@@ -99,7 +101,16 @@ CHECKPOINT = Option(
     "repeatable; alone, only checkpoints run, a model filter adds the tiny cases it selects",
     metavar="PATH",
 )
-OPTIONS = (*MODEL_OPTIONS, CHECKPOINT, *CASE_OPTIONS, SHARD)
+# Test impact: the model types a transformers upgrade touches (``hfci.impact``). Not a model
+# option: a matrix job's machine has no such file, so ``hfci matrix`` does not take it.
+CHANGED_SINCE = Option(
+    "changed-since",
+    "only the model types whose transformers sources moved since this results file, directory "
+    "of shard results or baseline was written, and the types it does not have",
+    single=True,
+    metavar="RESULTS_OR_BASELINE",
+)
+OPTIONS = (*MODEL_OPTIONS, CHANGED_SINCE, CHECKPOINT, *CASE_OPTIONS, SHARD)
 
 
 class SelectionError(HfciError):
@@ -144,6 +155,7 @@ class Selection:
     family: tuple[str, ...] = ()
     tier: tuple[str, ...] = ()
     model: tuple[str, ...] = ()
+    changed_since: str | None = None
     checkpoint: tuple[str, ...] = ()
     device: tuple[str, ...] = ()
     runner: tuple[str, ...] = ()
@@ -194,12 +206,24 @@ class Selection:
 
     @property
     def filters_models(self) -> bool:
-        """Whether a model filter (category, family, tier, model) was given."""
-        return bool(self.category or self.family or self.tier or self.model)
+        """Whether a model filter (category, family, tier, model, changed-since) was given."""
+        return bool(self.category or self.family or self.tier or self.model or self.changed_since)
+
+    def impact(self, catalog: Catalog) -> Impact | None:
+        """What ``--changed-since`` selects from the catalog, and why; None without it. Worked
+        out once per file and catalog: every front end asks for the records more than once."""
+        if not self.changed_since:
+            return None
+        key = (self.changed_since, id(catalog))
+        if key not in _IMPACTS or _IMPACTS[key][0] is not catalog:
+            _IMPACTS[key] = (catalog, changed_since(self.changed_since, catalog))
+        return _IMPACTS[key][1]
 
     def records(self, catalog: Catalog) -> list[ModelRecord]:
         """The model types selected, validated against the catalog."""
-        return catalog.select(self.category, self.family, self.tier, self.model)
+        records = catalog.select(self.category, self.family, self.tier, self.model)
+        impact = self.impact(catalog)
+        return records if impact is None else [r for r in records if r.model_type in impact.selected]
 
     def cases(self, catalog: Catalog) -> list[tuple[ModelRecord, str]]:
         """(record, head name) of every selected case, in catalog order; the shard is not applied."""
@@ -230,6 +254,10 @@ class Selection:
                 f"unknown selection option {unknown[0]!r}; valid: {', '.join(sorted(known))}"
             )
         return Selection(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
+
+
+# (file, catalog id) -> (the catalog, what --changed-since selects from it).
+_IMPACTS: dict[tuple[str, int], tuple[Catalog, Impact]] = {}
 
 
 def add_arguments(parser: argparse.ArgumentParser, options: Sequence[Option] = OPTIONS) -> None:

@@ -27,6 +27,8 @@ from hfci.case import TinyCase
 from hfci.catalog import entries_note, load_catalog
 from hfci.devices import describe, fingerprint
 from hfci.factory import FactoryError, MissingDependency
+from hfci.impact import KEY as SOURCES_KEY
+from hfci.impact import SourceTree
 from hfci.outputs import seeded_forward
 from hfci.pytest.cases import (
     CaseSpec,
@@ -140,6 +142,7 @@ class HfciSession:
         self._interrupted = False
         self._cases: list[CaseSpec] | None = None
         self._index: dict[str, CaseSpec] | None = None
+        self._tree: SourceTree | None = None
 
     @property
     def _controller(self) -> bool:
@@ -372,19 +375,24 @@ class HfciSession:
             }
         return self._device_meta[device]
 
+    def sources(self, records: list[Record]) -> dict[str, Any]:
+        """The transformers sources of the model types ``records`` ran (:mod:`hfci.impact`), what
+        a later ``--changed-since`` compares with. Each file is read once per run."""
+        if self._tree is None:
+            self._tree = SourceTree()
+        catalog = load_catalog()
+        types = sorted({r.model_type for r in records} & set(catalog.records))
+        return self._tree.record(catalog[t] for t in types)
+
     def _write_results(self, records: list[Record], complete: bool) -> list[Path]:
         """One results file per device of ``records``; ``complete`` says the run reached its end."""
         directory = Path(self.config.getoption("results_dir"))
-        return [
-            write_results(
-                directory,
-                device,
-                [r for r in records if r.device == device],
-                self.device_meta(device),
-                complete,
-            )
-            for device in sorted({r.device for r in records})
-        ]
+        paths = []
+        for device in sorted({r.device for r in records}):
+            mine = [r for r in records if r.device == device]
+            meta = {**self.device_meta(device), SOURCES_KEY: self.sources(mine)}
+            paths.append(write_results(directory, device, mine, meta, complete))
+        return paths
 
     # -- what the tests ask for ------------------------------------------------------------------
 
@@ -543,9 +551,12 @@ class HfciSession:
                     meta["fingerprint"],
                     shard=self.selection.shard,
                     complete=complete,
+                    sources=self.sources(mine),
                 )
                 continue
-            merged = baselines.merge(baselines.load(target), mine, meta["environment"], meta["fingerprint"])
+            merged = baselines.merge(
+                baselines.load(target), mine, meta["environment"], meta["fingerprint"], self.sources(mine)
+            )
             yield baselines.write(target, merged)
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -571,6 +582,9 @@ class HfciSession:
             for model_type, why in catalog.unmatched_entries:
                 if model_type in ran:
                     terminalreporter.write_line(f"  {model_type}: {why}")
+        impact = self.selection.impact(catalog)
+        if impact is not None:
+            terminalreporter.write_line(impact.describe())
         session = self._session
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(
             session and (session.shouldstop or session.shouldfail)
