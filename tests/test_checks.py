@@ -191,3 +191,7 @@ def test_feature_extractors_fit_the_tiny_model():
         processors.image_processor_for(load_catalog()["bert"], 32, 32)
     vit = processors.image_processor_for(load_catalog()["vit"], 24, 24)
     assert dict(vit.size) == {"height": 24, "width": 24}
+    # SAM's is sized by its longest edge and pads every image to 1024 x 1024: both become tiny.
+    sam = processors.image_processor_for(load_catalog()["sam"], 24, 24)
+    assert {k: v for k, v in dict(sam.size).items() if v} == {"longest_edge": 24}
+    assert (sam.pad_size.height, sam.pad_size.width) == (24, 24)

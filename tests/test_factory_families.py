@@ -20,6 +20,8 @@ from hfci.catalog import load_catalog
         ("llava_next", "ForConditionalGeneration", "input_ids"),
         ("patchtst", "ForClassification", "past_values"),
         ("qwen2_moe", "ForCausalLM", "input_ids"),
+        # Patch rows padded per sample, which the model unpads by each image's grid.
+        ("colqwen2", "ForRetrieval", "pixel_values"),
     ],
 )
 def test_family_builds_and_runs(model_type, head, main_input):
@@ -39,3 +41,11 @@ def test_a_waveform_s_layout_follows_what_the_model_type_s_own_feature_extractor
     assert _extracted_rank("WhisperFeatureExtractor") is None
     assert _extracted_rank("NoSuchFeatureExtractor") is None
     assert _extracted_rank(None) is None
+
+
+def test_patch_rows_come_padded_per_sample_only_to_a_model_that_unpads_them():
+    colqwen2 = build_case(load_catalog()["colqwen2"], "ForRetrieval")
+    qwen2_vl = build_case(load_catalog()["qwen2_vl"], "ForConditionalGeneration")
+    assert colqwen2.inputs["pixel_values"].dim() == 3
+    assert colqwen2.inputs["pixel_values"].shape[0] == colqwen2.inputs["image_grid_thw"].shape[0]
+    assert qwen2_vl.inputs["pixel_values"].dim() == 2

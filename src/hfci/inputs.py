@@ -50,6 +50,16 @@ def _image_stacks(model: Any) -> bool:
     return any(re.search(pattern, source) for source in sources)
 
 
+def _unpads_patch_rows(model: Any) -> bool:
+    """Whether the model reads its patch rows padded per sample, (batch, rows, dim), and drops the
+    padding by each image's grid (ColQwen2, as its processor pads them) before its vision tower."""
+    try:
+        source = inspect.getsource(type(model).forward)
+    except (OSError, TypeError):
+        return False
+    return "arange(pixel_values.shape[1]" in source and "pixel_values = pixel_values[mask]" in source
+
+
 def _size(value: Any, default: int) -> tuple[int, int]:
     if isinstance(value, int):
         return value, value
@@ -401,6 +411,8 @@ def _pixel_inputs(plan: _Plan) -> dict[str, Any]:
     ):
         if grid_key:
             pixels, grid = _patch_grid(plan.config, plan.batch, plan.generator)
+            if _unpads_patch_rows(plan.model):
+                pixels = pixels.reshape(plan.batch, -1, pixels.shape[-1])
             return {"pixel_values": pixels, grid_key: grid}
         if "spatial_shapes" in plan.params:
             # Native-resolution (NaFlex) encoders read flattened patches, their mask and grid.

@@ -108,7 +108,8 @@ def _class(name: str) -> Any:
 def image_processor_for(record: ModelRecord, height: int, width: int) -> Any:
     """The model type's image processor with its defaults, resized to the tiny model's images.
 
-    The size is given in the form the processor itself uses (height/width, or a shortest edge).
+    The size is given in the form the processor itself uses (height/width, a shortest or a
+    longest edge).
     """
     name = record.processors.get("image_processor")
     if not name:
@@ -117,11 +118,19 @@ def image_processor_for(record: ModelRecord, height: int, width: int) -> Any:
         processor = _class(name)()
         exact = {"height": height, "width": width}
         keys = set(dict(processor.size or {}))
-        size = {"shortest_edge": min(height, width)} if keys == {"shortest_edge"} else exact
+        edges = {"shortest_edge": min(height, width), "longest_edge": max(height, width)}
+        # A processor sized by one edge (SAM's longest, 1024) reads only that key.
+        size = {key: edges[key] for key in keys} if len(keys) == 1 and keys <= edges.keys() else exact
+        # A processor that pads every image to a fixed size (SAM's 1024 x 1024) pads to the tiny one.
+        # (Swin2SR's pad_size is a multiple to pad to, an int, and stays.)
+        pad = getattr(processor, "pad_size", None)
+        padded = (
+            {"pad_size": exact} if pad and not isinstance(pad, int) and set(dict(pad)) == set(exact) else {}
+        )
         if getattr(processor, "crop_size", None):
             # Resize then crop to exactly the tiny model's image size, as the processor would.
-            return _class(name)(size=size, crop_size=exact)
-        return _class(name)(size=size, do_center_crop=False)
+            return _class(name)(size=size, crop_size=exact, **padded)
+        return _class(name)(size=size, do_center_crop=False, **padded)
     except NoRecipe:
         raise
     except Exception as error:
