@@ -159,3 +159,16 @@ def test_nox_upgrade_asks_for_the_release(tmp_path):
     )
     assert done.returncode != 0
     assert "name the candidate release: nox -s upgrade -- 5.24.0" in done.stderr
+
+
+def test_an_expected_failure_s_where_comes_from_what_it_raised():
+    from dataclasses import replace
+
+    line = "transformers/models/llama4/modeling_llama4.py:1318"
+    xfailed = rec("llama4/ForConditionalGeneration", "forward", "xfailed", "transformers bug")
+    located = replace(xfailed, raised=f"AttributeError: no image_outputs (at {line})")
+    change = diff.classify(None, [located], {"llama4"})
+    assert (change.change, change.new, change.where) == ("new head", "xfailed", line)
+    # Without a line anywhere, no where.
+    bare = replace(xfailed, raised="AttributeError: no image_outputs")
+    assert diff.classify(None, [bare], {"llama4"}).where == ""

@@ -47,3 +47,17 @@ def test_a_failure_names_the_innermost_transformers_line(tmp_path: Path) -> None
     assert inside.endswith(")") and "(at transformers/models/auto/configuration_auto.py:" in inside
     assert reasons["test_outside_transformers"].startswith("AssertionError: plain failure")
     assert "(at " not in reasons["test_outside_transformers"]
+
+
+def test_what_an_expected_failure_raised_names_its_transformers_line_too() -> None:
+    import transformers
+
+    from hfci.pytest.cases import raised
+
+    try:
+        transformers.AutoConfig.for_model("no-such-model-type")
+    except ValueError as error:
+        text = raised(error)
+    assert text.startswith("ValueError: Unrecognized model identifier: no-such-model-type")
+    assert "(at transformers/models/auto/configuration_auto.py:" in text
+    assert raised(RuntimeError("plain")) == "RuntimeError: plain"

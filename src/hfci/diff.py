@@ -128,8 +128,10 @@ def classify(old: Sequence[Record] | None, new: Sequence[Record] | None, known_t
         change.change, change.old = "removed", _status(old or [])[0]
         return change
     change.new, change.reason = _status(new)
-    found = _WHERE.search(change.reason)
-    change.where = found.group(0) if found else ""
+    # The reason's own line, else the one an expected failure raised through (an entry's reason
+    # says why, the exception says where).
+    texts = [change.reason, *(r.raised for r in new if r.raised)]
+    change.where = next((m.group(0) for m in map(_WHERE.search, texts) if m), "")
     if not old:
         change.change = "new head" if sample.model_type in known_types else "new architecture"
         return change

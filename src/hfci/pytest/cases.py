@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from types import TracebackType
 from typing import Any
 
 import pytest
@@ -134,12 +135,36 @@ def fails_as_expected(entry: dict[str, Any], error: BaseException) -> bool:
     return not pattern or any(re.search(pattern, str(e)) for e in chain)
 
 
+# A frame's file inside the transformers package, from "transformers/" on.
+_IN_TRANSFORMERS = re.compile(r"(?:^|/)(transformers/[^:]+\.py)$")
+
+
 def raised(error: BaseException) -> str:
-    """``Type: first line`` of what was raised: the root of its causes (a build error's own)."""
+    """``Type: first line`` of what was raised: the root of its causes (a build error's own), and
+    the innermost line it came through in transformers, ``(at transformers/.../x.py:123)``."""
     while error.__cause__ is not None:
         error = error.__cause__
     lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+    text = f"{type(error).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+    where = transformers_line(error.__traceback__)
+    return f"{text} (at {where})" if where else text
+
+
+def transformers_path(filename: str) -> str:
+    """``transformers/models/x/modeling_x.py`` for a file inside the transformers package, else ""."""
+    found = _IN_TRANSFORMERS.search(str(filename).replace("\\", "/"))
+    return found.group(1) if found else ""
+
+
+def transformers_line(tb: TracebackType | None) -> str:
+    """``transformers/models/x/modeling_x.py:123``: the innermost frame of ``tb`` inside transformers."""
+    found = ""
+    while tb is not None:
+        path = transformers_path(tb.tb_frame.f_code.co_filename)
+        if path:
+            found = f"{path}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
 
 
 def _causes(error: BaseException | None) -> Iterator[BaseException]:

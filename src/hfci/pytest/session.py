@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import re
 import signal
 import tempfile
 import time
@@ -46,6 +45,7 @@ from hfci.pytest.cases import (
     run_order,
     selected_cases,
     spec_of_node_id,
+    transformers_path,
 )
 from hfci.pytest.isolation import CaseScheduling, crash_reason, release_memory, rss_bytes
 from hfci.pytest.measuring import measured
@@ -65,9 +65,6 @@ class _Built:
     reference: Any = None
 
 
-_IN_TRANSFORMERS = re.compile(r"(?:^|/)(transformers/[^:]+\.py)$")
-
-
 def _transformers_line(report: pytest.TestReport) -> str:
     """``transformers/models/x/modeling_x.py:123``: the innermost frame inside transformers.
 
@@ -77,9 +74,9 @@ def _transformers_line(report: pytest.TestReport) -> str:
     for element in reversed(getattr(report.longrepr, "chain", None) or ()):
         for entry in reversed(getattr(element[0], "reprentries", ())):
             location = getattr(entry, "reprfileloc", None)
-            found = _IN_TRANSFORMERS.search(str(getattr(location, "path", "")).replace("\\", "/"))
-            if found:
-                return f"{found.group(1)}:{location.lineno}"
+            path = transformers_path(getattr(location, "path", ""))
+            if path:
+                return f"{path}:{location.lineno}"
     return ""
 
 
