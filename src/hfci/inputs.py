@@ -39,24 +39,28 @@ def _wrapped(model: Any) -> Any:
     return None
 
 
+def _source(*objects: Any) -> str:
+    """The source code of the classes and functions given, those that have one, joined."""
+    found = []
+    for obj in objects:
+        with contextlib.suppress(OSError, TypeError):
+            found.append(inspect.getsource(obj))
+    return "\n".join(found)
+
+
 def _image_stacks(model: Any) -> bool:
     """Whether the model (or the base model it wraps) unpacks its images as (batch, num_images, ...)."""
-    sources = []
-    for module in (model, _wrapped(model)):
-        with contextlib.suppress(OSError, TypeError):
-            sources.append(inspect.getsource(type(module)))
+    wrapped = _wrapped(model)
+    source = _source(type(model), *([type(wrapped)] if wrapped is not None else []))
     # Unpacked by name, or folded into the batch (IDEFICS from transformers 5.24 on).
     pattern = r"\w+, num_images\b[^=\n]*= pixel_values\.shape|pixel_values = pixel_values\.flatten\(0, 1\)"
-    return any(re.search(pattern, source) for source in sources)
+    return re.search(pattern, source) is not None
 
 
 def _unpads_patch_rows(model: Any) -> bool:
     """Whether the model reads its patch rows padded per sample, (batch, rows, dim), and drops the
     padding by each image's grid (ColQwen2, as its processor pads them) before its vision tower."""
-    try:
-        source = inspect.getsource(type(model).forward)
-    except (OSError, TypeError):
-        return False
+    source = _source(type(model).forward)
     return "arange(pixel_values.shape[1]" in source and "pixel_values = pixel_values[mask]" in source
 
 
@@ -804,11 +808,7 @@ def _extracted_rank(extractor_class: str | None) -> int | None:
 
 def _unpacks_channels(model: Any) -> bool:
     """Whether the model's source unpacks its audio as (batch, channels, samples)."""
-    try:
-        source = inspect.getsource(type(model).forward) + inspect.getsource(type(model))
-    except (OSError, TypeError):
-        return False
-    return "channels, input_length = input_values.shape" in source
+    return "channels, input_length = input_values.shape" in _source(type(model).forward, type(model))
 
 
 def _insert_placeholders(model: Any, inputs: dict[str, Any], params: Any, base: Any = None) -> None:
