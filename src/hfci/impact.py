@@ -87,6 +87,7 @@ class SourceTree:
         self._imports: dict[str, frozenset[str]] = {}
         self._types: dict[str, tuple[str, frozenset[str]]] = {}
         self._provided: dict[str, dict[str, set[str]]] = {}
+        self._shared: list[str] | None = None
 
     # -- one file ------------------------------------------------------------------------------
 
@@ -231,8 +232,11 @@ class SourceTree:
         hash covers it, so that ``--changed-since`` can name a shared file that moved where no
         model imports it directly (``integrations/sdpa_attention.py``, reached through
         ``modeling_utils``)."""
-        found = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*.py"))
-        return sorted(f for f in found if not f.startswith("models/") and f not in _REGISTRIES)
+        # Walked once: a run records its sources at every partial write of its results.
+        if self._shared is None:
+            found = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*.py"))
+            self._shared = sorted(f for f in found if not f.startswith("models/") and f not in _REGISTRIES)
+        return list(self._shared)
 
     def record(self, records: Iterable[ModelRecord]) -> dict[str, dict[str, str]]:
         """What a results file records for the model types it ran: ``{"types": {model type:
