@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hfci.bench import descendants
+from hfci.bench import descendants, noise
 from hfci.errors import HfciError
 from hfci.matrix import durations_on, read_recorded, replay, speed_ratio
 from hfci.results import case_durations, read_results_file, results_files
@@ -204,6 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, help="where the run writes (default: a temporary folder)")
     parser.add_argument("--slowest", type=int, default=10)
     parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="probe how quiet the machine is for timing, this long, before and after the run (ci/bench_noise.py)",
+    )
+    parser.add_argument(
         "--baselines-dir",
         type=Path,
         help="compare with the baselines here (add `-- --update-baselines` to write them): an A/A pair",
@@ -211,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(mine)
     if args.measured and not args.plan_from:
         parser.error("--measured needs --plan-from")
+    if args.noise < 0:
+        parser.error(f"--noise takes seconds to probe for, 0 for none, not {args.noise:g}")
     try:
         for path in filter(None, (args.plan_from, args.measured, args.scale_with)):
             results_files([path])  # a missing path is one clear error before anything runs
@@ -218,7 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_balance(args, args.measured)
             return 0
         results_dir = args.results_dir or Path(tempfile.mkdtemp(prefix="hfci-bench-suite-"))
+        # The rules' false positives and power depend on how quiet the machine was: say so.
+        before = noise(args.noise).summary() if args.noise > 0 else None
         code, used = run_suite(extra, results_dir, args.baselines_dir)
+        if before:
+            print(f"\nnoise before  {before}\nnoise after   {noise(args.noise).summary()}")
         cores = os.cpu_count() or 1
         print(f"\nexit {code}")
         print(f"wall          {used['wall']:.1f} s")

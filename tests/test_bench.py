@@ -6,7 +6,10 @@ import os
 import platform
 import random
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -382,3 +385,32 @@ def test_a_suspect_is_judged_on_all_its_takes_together(monkeypatch):
     monkeypatch.setenv(bench.SLOWDOWN_ENV, "pool/Once=3:1")
     once, verdict = measured(case, "pool/Once", stored, None, 1.0)
     assert verdict.kind != "regression" and once.extra["takes"] == 4
+
+
+def test_the_noise_probe_counts_the_windows_a_burst_slowed_and_its_longest_stretch():
+    calm = bench.Noise(0.5, (1.0e-4, 1.02e-4, 1.01e-4, 1.1e-4))
+    assert calm.share == 0 and calm.longest == 0 and "0% of 4 windows" in calm.summary()
+    bursty = bench.Noise(0.5, (1.0e-4, 2.0e-4, 1.8e-4, 1.0e-4, 1.3e-4, 1.01e-4))
+    assert bursty.noisy == [False, True, True, False, True, False]
+    assert bursty.share == 0.5 and bursty.longest == 1.0
+    assert (
+        "100 µs at its quietest; 50% of 6 windows" in bursty.summary()
+        and "(median 1.80x)" in bursty.summary()
+    )
+
+
+def test_the_noise_probe_times_the_reference_for_as_long_as_asked():
+    pytest.importorskip("torch")
+    start = time.perf_counter()
+    probe = bench.noise(0.3, window=0.1)
+    assert 0.3 <= time.perf_counter() - start < 2.0
+    assert len(probe.medians) >= 3 and probe.quiet > 0 and 0 <= probe.share <= 1
+
+
+def test_ci_bench_noise_prints_the_probe_and_refuses_a_bad_duration():
+    pytest.importorskip("torch")
+    script = str(Path(__file__).resolve().parents[1] / "ci" / "bench_noise.py")
+    out = subprocess.run([sys.executable, script, "0.2", "--window", "0.1"], capture_output=True, text=True)
+    assert out.returncode == 0 and "at its quietest" in out.stdout and "windows of 0.1 s" in out.stdout
+    bad = subprocess.run([sys.executable, script, "-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "must be positive, not -1" in bad.stderr

@@ -30,6 +30,7 @@ __all__ = [
     "DISTURBED",
     "DRAW_SEED",
     "MIN_REPEATS",
+    "NOISY",
     "PRECISION",
     "PROFILES",
     "PROTOCOL",
@@ -42,6 +43,7 @@ __all__ = [
     "WARMUP",
     "WARMUP_BUDGET",
     "Measurement",
+    "Noise",
     "StoppedTime",
     "Verdict",
     "can_freeze",
@@ -56,6 +58,7 @@ __all__ = [
     "machine_to_itself",
     "mann_whitney_greater",
     "measure",
+    "noise",
     "outcome",
     "peak_memory",
     "pooled",
@@ -110,6 +113,9 @@ PROFILES = 3  # attempts at a CPU memory profile that records an allocation
 # A median this close to the seen range is jitter, not another mode: the range (and the baseline
 # file) stays as it is, so a refresh after an unchanged run rewrites few lines.
 SEEN_MARGIN = 0.10
+# A window of the noise probe whose reference ran this much slower than the quietest one had
+# something else on the core (see Noise).
+NOISY = 1.25
 # glibc mallopt parameters, and the values that keep a measured forward's memory mapped.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _STEADY_MALLOC = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 1 << 30, _M_TOP_PAD: 64 << 20}
@@ -267,6 +273,75 @@ def reference_workload(device: str = "cpu") -> Callable[[], None]:
             h = h + block(h)
 
     return run
+
+
+@dataclass(frozen=True)
+class Noise:
+    """How quiet the machine is for timing: the reference workload's median in each of
+    back-to-back windows of ``window`` seconds (see :func:`noise`).
+
+    On a shared VM the reference runs at its full speed or, while the host has the core, in
+    bursts 1.3-2.7x slower; the share of half-second windows in such bursts went from 17 % to
+    43 % within one hour on this workplace's idle VM. A latency comparison is only as good as the
+    quiet it was measured in, so A/A and power figures are quoted with this.
+    """
+
+    window: float
+    medians: tuple[float, ...]
+
+    @property
+    def quiet(self) -> float:
+        """The quietest window's median: the reference at the machine's full speed."""
+        return min(self.medians)
+
+    @property
+    def noisy(self) -> list[bool]:
+        """Per window, whether it ran ``NOISY`` times slower than the quietest."""
+        return [m > NOISY * self.quiet for m in self.medians]
+
+    @property
+    def share(self) -> float:
+        return sum(self.noisy) / len(self.medians)
+
+    @property
+    def longest(self) -> float:
+        """The longest stretch of noisy windows back to back, in seconds."""
+        longest = run = 0
+        for noisy in self.noisy:
+            run = run + 1 if noisy else 0
+            longest = max(longest, run)
+        return longest * self.window
+
+    def summary(self) -> str:
+        slow = [m / self.quiet for m, noisy in zip(self.medians, self.noisy, strict=True) if noisy]
+        within = f" (median {statistics.median(slow):.2f}x)" if slow else ""
+        return (
+            f"reference {self.quiet * 1e6:.0f} µs at its quietest; {self.share:.0%} of "
+            f"{len(self.medians)} windows of {self.window:g} s ran over {NOISY:g}x that{within}, "
+            f"the longest stretch {self.longest:g} s"
+        )
+
+
+def noise(seconds: float = 30.0, window: float = 0.5, device: str = "cpu") -> Noise:
+    """Time the reference workload back to back for ``seconds``, one thread, a median per window."""
+    import torch
+
+    reference, sync = reference_workload(device), _synchronize(device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    medians: list[float] = []
+    try:
+        with torch.inference_mode():
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end or not medians:
+                times: list[float] = []
+                until = time.perf_counter() + window
+                while time.perf_counter() < until or not times:
+                    times.append(_timed(reference, sync))
+                medians.append(statistics.median(times))
+    finally:
+        torch.set_num_threads(threads)
+    return Noise(window, tuple(medians))
 
 
 @functools.cache
