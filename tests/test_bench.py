@@ -375,14 +375,15 @@ def test_a_suspect_is_judged_on_all_its_takes_together(monkeypatch):
         model=torch.nn.Linear(256, 256), inputs={"input": torch.randn(8, 256)}, device="cpu"
     )
     stored = measured(case, "pool/Stored", None, None, 1.0)[0].to_dict()
-    # A 2x tolerance: the tiny forward's own noise between takes stays inside it, 3x clears it.
-    # Three of the four takes slowed 3x: each take on its own would not all agree, together they do.
-    monkeypatch.setenv(bench.SLOWDOWN_ENV, "pool/Model=3:3")
+    # A 2x tolerance: the tiny forward's own noise between takes stays inside it, and so does a
+    # shared host's (its bursts move a ratio by up to 1.6x between takes); 6x clears it. Three
+    # of the four takes slowed: each take on its own would not all agree, together they do.
+    monkeypatch.setenv(bench.SLOWDOWN_ENV, "pool/Model=6:3")
     slowed, verdict = measured(case, "pool/Model", stored, None, 1.0)
     assert verdict.kind == "regression" and slowed.extra["takes"] == 4
     assert len(slowed.samples) >= 4 * bench.MIN_REPEATS
     # One slowed take of four is outvoted.
-    monkeypatch.setenv(bench.SLOWDOWN_ENV, "pool/Once=3:1")
+    monkeypatch.setenv(bench.SLOWDOWN_ENV, "pool/Once=6:1")
     once, verdict = measured(case, "pool/Once", stored, None, 1.0)
     assert verdict.kind != "regression" and once.extra["takes"] == 4
 
